@@ -1,0 +1,74 @@
+"""depcache: cache function results in Redis and invalidate them by dependency.
+
+The public API keeps every name of simple-dep-cache's README (see README.md, "Migrating").
+"""
+
+from __future__ import annotations
+
+from .backends import (
+    AsyncCacheBackend,
+    AsyncRedisCacheBackend,
+    CacheBackend,
+    FakeAsyncCacheBackend,
+    FakeCacheBackend,
+    RedisCacheBackend,
+)
+from .config import ConfigBase, RedisConfig
+from .context import add_dependency, current_cache_key, get_cache_manager, set_cache_ttl
+from .decorator import async_cache_with_deps, cache_with_deps
+from .errors import (
+    BackendError,
+    ConfigError,
+    DepCacheError,
+    InvalidationError,
+    SerializationError,
+)
+from .events import CacheEvent, CacheEventType, StatsCollector
+from .factories import create_async_redis_backend, create_redis_backend
+from .manager import CacheManager
+from .registry import (
+    InvalidationReport,
+    ainvalidate,
+    get_or_create_cache_manager,
+    invalidate,
+    registered_managers,
+)
+from .serializers import BaseSerializer, JSONSerializer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncCacheBackend",
+    "AsyncRedisCacheBackend",
+    "BackendError",
+    "BaseSerializer",
+    "CacheBackend",
+    "CacheEvent",
+    "CacheEventType",
+    "CacheManager",
+    "ConfigBase",
+    "ConfigError",
+    "DepCacheError",
+    "FakeAsyncCacheBackend",
+    "FakeCacheBackend",
+    "InvalidationError",
+    "InvalidationReport",
+    "JSONSerializer",
+    "RedisCacheBackend",
+    "RedisConfig",
+    "SerializationError",
+    "StatsCollector",
+    "__version__",
+    "add_dependency",
+    "ainvalidate",
+    "async_cache_with_deps",
+    "cache_with_deps",
+    "create_async_redis_backend",
+    "create_redis_backend",
+    "current_cache_key",
+    "get_cache_manager",
+    "get_or_create_cache_manager",
+    "invalidate",
+    "registered_managers",
+    "set_cache_ttl",
+]

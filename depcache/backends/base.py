@@ -1,0 +1,182 @@
+"""The backend interface: where entries, dependency indexes and invalidation markers live.
+
+A backend stores opaque entry bytes made by the manager. The abstract methods are those of
+simple-dep-cache's backends, so a backend written for it works here. Three methods have
+defaults that built-in backends replace to give the stale-set guard and fewer round trips:
+
+* ``lookup(key)`` returns the entry and the *epoch* (the invalidation counter) read with it;
+* ``store(key, value, ttl, dependencies, epoch)`` stores only if no dependency was invalidated
+  after ``epoch`` and returns whether it stored;
+* ``invalidate_dependencies(deps)`` invalidates several dependencies at once.
+
+A backend that keeps the defaults works, without the stale-set guard.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+from ..config import ConfigBase
+
+__all__ = ["AsyncCacheBackend", "BackendMixin", "CacheBackend"]
+
+Blob = bytes
+
+
+class BackendMixin:
+    """Key naming shared by every backend (sync and async)."""
+
+    #: True when ``store`` honours the epoch (the stale-set guard).
+    guards_stale_sets = False
+
+    def __init__(self, config: ConfigBase) -> None:
+        self.config = config
+        self.prefix = config.prefix
+
+    def _cache_key(self, key: str) -> str:
+        """The storage key of entry ``key``."""
+        return f"{self.prefix}:k:{key}"
+
+    def _deps_key(self, dependency: str) -> str:
+        """The storage key of the index of ``dependency`` (hash-tagged for Redis Cluster)."""
+        return f"{self.prefix}:d:{{{dependency}}}:i"
+
+    def _mark_key(self, dependency: str) -> str:
+        """The storage key of the invalidation marker of ``dependency`` (same slot as its index)."""
+        return f"{self.prefix}:d:{{{dependency}}}:v"
+
+    def _epoch_key(self) -> str:
+        """The storage key of the invalidation counter."""
+        return f"{self.prefix}:epoch"
+
+
+class CacheBackend(BackendMixin, ABC):
+    """A synchronous backend.
+
+    Errors of the underlying store should be raised as
+    :class:`~depcache.errors.BackendError` (other exceptions are treated the same way by the
+    decorator's ``silent_backend_errors``).
+    """
+
+    @abstractmethod
+    def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry), indexed by
+        each dependency."""
+
+    @abstractmethod
+    def get(self, key: str) -> Blob | None:
+        """Return the stored bytes of ``key``, or None when it is missing."""
+
+    @abstractmethod
+    def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+
+    @abstractmethod
+    def clear(self, pattern: str = "*") -> int:
+        """Delete entries whose key matches the glob ``pattern``; return how many."""
+
+    @abstractmethod
+    def invalidate_dependency(self, dependency: str) -> int:
+        """Delete every entry indexed under ``dependency``; return how many existed."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether entry ``key`` exists."""
+
+    @abstractmethod
+    def ttl(self, key: str) -> int:
+        """Seconds left for ``key``: -1 without expiry, -2 when missing."""
+
+    def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Return the entry and the current epoch (None when not guarding stale sets)."""
+        return self.get(key), None
+
+    def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store unless a dependency was invalidated after ``epoch``; return whether stored."""
+        self.set(key, value, ttl, dependencies)
+        return True
+
+    def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies; return the number of entries removed."""
+        return sum(self.invalidate_dependency(dep) for dep in dependencies)
+
+    def close(self) -> None:
+        """Release connections. The default does nothing."""
+
+
+class AsyncCacheBackend(BackendMixin, ABC):
+    """An asynchronous backend: the same contract as :class:`CacheBackend`, awaited."""
+
+    @abstractmethod
+    async def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """See :meth:`CacheBackend.set`."""
+
+    @abstractmethod
+    async def get(self, key: str) -> Blob | None:
+        """See :meth:`CacheBackend.get`."""
+
+    @abstractmethod
+    async def delete(self, *keys: str) -> int:
+        """See :meth:`CacheBackend.delete`."""
+
+    @abstractmethod
+    async def clear(self, pattern: str = "*") -> int:
+        """See :meth:`CacheBackend.clear`."""
+
+    @abstractmethod
+    async def invalidate_dependency(self, dependency: str) -> int:
+        """See :meth:`CacheBackend.invalidate_dependency`."""
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool:
+        """See :meth:`CacheBackend.exists`."""
+
+    @abstractmethod
+    async def ttl(self, key: str) -> int:
+        """See :meth:`CacheBackend.ttl`."""
+
+    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """See :meth:`CacheBackend.lookup`."""
+        return await self.get(key), None
+
+    async def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """See :meth:`CacheBackend.store`."""
+        await self.set(key, value, ttl, dependencies)
+        return True
+
+    async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """See :meth:`CacheBackend.invalidate_dependencies`."""
+        removed = 0
+        for dep in dependencies:
+            removed += await self.invalidate_dependency(dep)
+        return removed
+
+    async def close(self) -> None:
+        """Release connections. The default does nothing."""

@@ -1,0 +1,19 @@
+-- Invalidate dependencies atomically: bump the epoch, leave a marker per dependency (so a
+-- computation that started before cannot store afterwards), detach each index and delete
+-- the entries it names.
+-- KEYS[1]                 the epoch counter
+-- KEYS[2i], KEYS[2i+1]    index (zset) and invalidation marker of dependency i
+-- ARGV[1]                 marker lifetime in milliseconds (the guard window)
+-- Returns the number of entries deleted.
+local epoch = redis.call('INCR', KEYS[1])
+local removed = 0
+for i = 1, (#KEYS - 1) / 2 do
+  local index = KEYS[2 * i]
+  redis.call('SET', KEYS[2 * i + 1], epoch, 'PX', ARGV[1])
+  local members = redis.call('ZRANGE', index, 0, -1)
+  redis.call('DEL', index)
+  for j = 1, #members, 1000 do
+    removed = removed + redis.call('DEL', unpack(members, j, math.min(j + 999, #members)))
+  end
+end
+return removed

@@ -1,0 +1,250 @@
+"""In-process backends: a real store with TTLs, dependency indexes and the stale-set guard.
+
+``FakeCacheBackend`` and ``FakeAsyncCacheBackend`` keep their data in a :class:`MemoryStore`
+shared by every memory backend with the same prefix in this process, as two clients of one
+Redis would share a server. They are the embedded default of the demo and of tests, and
+follow the same rules as the Redis backend (see ``docs/design.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+from typing import ClassVar
+
+from ..config import ConfigBase
+from .base import AsyncCacheBackend, Blob, CacheBackend
+
+__all__ = ["FakeAsyncCacheBackend", "FakeCacheBackend", "MemoryStore"]
+
+_NEVER = math.inf
+
+
+class MemoryStore:
+    """The data of one prefix: entries, indexes, markers and the epoch, under one lock."""
+
+    _stores: ClassVar[dict[str, MemoryStore]] = {}
+    _stores_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, guard_seconds: float) -> None:
+        self.guard_seconds = guard_seconds
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[Blob, float]] = {}
+        self._indexes: dict[str, dict[str, float]] = {}
+        self._marks: dict[str, tuple[int, float]] = {}
+        self._epoch = 0
+
+    @classmethod
+    def for_prefix(cls, config: ConfigBase) -> MemoryStore:
+        """The process-wide store of ``config.prefix`` (created on first use)."""
+        with cls._stores_lock:
+            store = cls._stores.get(config.prefix)
+            if store is None:
+                store = cls._stores[config.prefix] = MemoryStore(config.guard_seconds)
+            return store
+
+    # -- helpers (lock held) ---------------------------------------------------------------
+    def _live(self, key: str, now: float) -> tuple[Blob, float] | None:
+        item = self._entries.get(key)
+        if item is not None and item[1] <= now:
+            del self._entries[key]
+            return None
+        return item
+
+    # -- operations --------------------------------------------------------------------------
+    def lookup(self, key: str) -> tuple[Blob | None, int]:
+        with self._lock:
+            item = self._live(key, time.monotonic())
+            return (None if item is None else item[0]), self._epoch
+
+    def store(
+        self, key: str, value: Blob, ttl: float | None, deps: Iterable[str], epoch: int | None
+    ) -> bool:
+        deps = list(deps)
+        with self._lock:
+            now = time.monotonic()
+            if epoch is not None:
+                for dep in deps:
+                    mark = self._marks.get(dep)
+                    if mark is not None and mark[1] > now and mark[0] > epoch:
+                        return False
+            expires = now + ttl if ttl is not None else _NEVER
+            self._entries[key] = (value, expires)
+            for dep in deps:
+                index = self._indexes.setdefault(dep, {})
+                for member in [m for m, exp in index.items() if exp <= now]:
+                    del index[member]
+                index[key] = expires
+            return True
+
+    def invalidate(self, deps: Iterable[str]) -> int:
+        with self._lock:
+            now = time.monotonic()
+            self._epoch += 1
+            removed = 0
+            for dep in deps:
+                self._marks[dep] = (self._epoch, now + self.guard_seconds)
+                for key in self._indexes.pop(dep, {}):
+                    if self._live(key, now) is not None:
+                        del self._entries[key]
+                        removed += 1
+            for dep in [d for d, (_, exp) in self._marks.items() if exp <= now]:
+                del self._marks[dep]
+            return removed
+
+    def delete(self, keys: Iterable[str]) -> int:
+        with self._lock:
+            now = time.monotonic()
+            removed = 0
+            for key in keys:
+                if self._live(key, now) is not None:
+                    del self._entries[key]
+                    removed += 1
+            return removed
+
+    def clear(self, pattern: str) -> int:
+        with self._lock:
+            now = time.monotonic()
+            doomed = [k for k in self._entries if fnmatchcase(k, pattern)]
+            removed = sum(1 for k in doomed if self._live(k, now) is not None)
+            for key in doomed:
+                self._entries.pop(key, None)
+            return removed
+
+    def ttl(self, key: str) -> int:
+        with self._lock:
+            item = self._live(key, time.monotonic())
+            if item is None:
+                return -2
+            if item[1] == _NEVER:
+                return -1
+            return max(0, round(item[1] - time.monotonic()))
+
+
+class FakeCacheBackend(CacheBackend):
+    """In-memory synchronous backend (thread-safe)."""
+
+    guards_stale_sets = True
+
+    def __init__(self, config: ConfigBase | None = None, store: MemoryStore | None = None) -> None:
+        super().__init__(config or ConfigBase(backend="memory"))
+        self.store_data = store or MemoryStore.for_prefix(self.config)
+
+    def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store unconditionally."""
+        self.store_data.store(self._cache_key(key), value, ttl, dependencies or (), None)
+
+    def get(self, key: str) -> Blob | None:
+        """Return the entry bytes or None."""
+        return self.store_data.lookup(self._cache_key(key))[0]
+
+    def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Return the entry bytes (or None) and the epoch."""
+        return self.store_data.lookup(self._cache_key(key))
+
+    def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store unless a dependency was invalidated after ``epoch``."""
+        return self.store_data.store(self._cache_key(key), value, ttl, dependencies, epoch)
+
+    def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        return self.store_data.delete(self._cache_key(k) for k in keys)
+
+    def clear(self, pattern: str = "*") -> int:
+        """Delete entries matching ``pattern``."""
+        return self.store_data.clear(self._cache_key(pattern))
+
+    def invalidate_dependency(self, dependency: str) -> int:
+        """Delete every entry indexed under ``dependency``."""
+        return self.store_data.invalidate((dependency,))
+
+    def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies at once."""
+        return self.store_data.invalidate(dependencies)
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        return self.store_data.ttl(self._cache_key(key)) != -2
+
+    def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        return self.store_data.ttl(self._cache_key(key))
+
+
+class FakeAsyncCacheBackend(AsyncCacheBackend):
+    """In-memory asynchronous backend; shares its store with FakeCacheBackend of the same prefix."""
+
+    guards_stale_sets = True
+
+    def __init__(self, config: ConfigBase | None = None, store: MemoryStore | None = None) -> None:
+        super().__init__(config or ConfigBase(backend="memory"))
+        self.store_data = store or MemoryStore.for_prefix(self.config)
+
+    async def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store unconditionally."""
+        self.store_data.store(self._cache_key(key), value, ttl, dependencies or (), None)
+
+    async def get(self, key: str) -> Blob | None:
+        """Return the entry bytes or None."""
+        return self.store_data.lookup(self._cache_key(key))[0]
+
+    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Return the entry bytes (or None) and the epoch."""
+        return self.store_data.lookup(self._cache_key(key))
+
+    async def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store unless a dependency was invalidated after ``epoch``."""
+        return self.store_data.store(self._cache_key(key), value, ttl, dependencies, epoch)
+
+    async def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        return self.store_data.delete(self._cache_key(k) for k in keys)
+
+    async def clear(self, pattern: str = "*") -> int:
+        """Delete entries matching ``pattern``."""
+        return self.store_data.clear(self._cache_key(pattern))
+
+    async def invalidate_dependency(self, dependency: str) -> int:
+        """Delete every entry indexed under ``dependency``."""
+        return self.store_data.invalidate((dependency,))
+
+    async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies at once."""
+        return self.store_data.invalidate(dependencies)
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        return self.store_data.ttl(self._cache_key(key)) != -2
+
+    async def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        return self.store_data.ttl(self._cache_key(key))

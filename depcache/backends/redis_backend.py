@@ -1,0 +1,319 @@
+"""Redis backends (sync and async) on standalone Redis.
+
+Round trips: a lookup is one ``MGET`` (entry and epoch), a store is one ``EVALSHA`` of
+``lua/store.lua`` whatever the number of dependencies, and an invalidation is one ``EVALSHA``
+of ``lua/invalidate.lua`` whatever the number of entries. See ``docs/design.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
+from functools import cache
+from importlib.resources import files
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+
+from ..config import RedisConfig
+from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .redis_client import backend_errors, create_async_client, create_sync_client
+
+__all__ = ["AsyncRedisCacheBackend", "RedisCacheBackend"]
+
+_BATCH = 500
+
+
+@cache
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` (read once)."""
+    return files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+
+
+def _as_redis_config(config: Any) -> RedisConfig:
+    if isinstance(config, RedisConfig):
+        return config
+    return RedisConfig(
+        prefix=config.prefix,
+        cache_enabled=config.cache_enabled,
+        serializer_class=config.serializer_class,
+        guard_seconds=config.guard_seconds,
+    )
+
+
+class _RedisLayout(BackendMixin):
+    """Argument packing shared by the sync and async Redis backends (no I/O here)."""
+
+    config: RedisConfig
+
+    def _store_call(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self._cache_key(key)]
+        for dep in sorted(set(dependencies)):
+            keys.append(self._deps_key(dep))
+            keys.append(self._mark_key(dep))
+        ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        return keys, [value, ttl_ms, "" if epoch is None else epoch]
+
+    def _invalidate_call(self, dependencies: Iterable[str]) -> tuple[list[str], list[Any]]:
+        keys = [self._epoch_key()]
+        for dep in sorted(set(dependencies)):
+            keys.append(self._deps_key(dep))
+            keys.append(self._mark_key(dep))
+        return keys, [max(1, round(self.config.guard_seconds * 1000))]
+
+    def _lookup_keys(self, key: str) -> tuple[str, str]:
+        return self._cache_key(key), self._epoch_key()
+
+    @staticmethod
+    def _parse_lookup(reply: Sequence[Any]) -> tuple[Blob | None, int]:
+        value, epoch = reply
+        return value, int(epoch or 0)
+
+
+class RedisCacheBackend(_RedisLayout, CacheBackend):
+    """Synchronous Redis backend.
+
+    Args:
+        config: connection settings; a plain ConfigBase means ``RedisConfig()`` defaults with
+            its prefix.
+        redis_client: an existing ``redis.Redis`` to use instead of creating one.
+
+    Every method raises :class:`~depcache.errors.BackendError` when Redis fails.
+    """
+
+    guards_stale_sets = True
+
+    def __init__(self, config: Any = None, redis_client: redis.Redis | None = None) -> None:
+        cfg = _as_redis_config(config if config is not None else RedisConfig())
+        super().__init__(cfg)
+        self.config = cfg
+        self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
+        self._store_script = self.redis.register_script(lua_source("store"))
+        self._invalidate_script = self.redis.register_script(lua_source("invalidate"))
+
+    def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Entry bytes (or None) and the epoch, in one MGET."""
+        with backend_errors(self.config):
+            return self._parse_lookup(self.redis.mget(self._lookup_keys(key)))
+
+    def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store and index atomically unless a dependency was invalidated after ``epoch``."""
+        keys, args = self._store_call(key, value, ttl, dependencies, epoch)
+        with backend_errors(self.config):
+            return bool(self._store_script(keys=keys, args=args))
+
+    def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store and index unconditionally."""
+        self.store(key, value, ttl, dependencies or (), None)
+
+    def get(self, key: str) -> Blob | None:
+        """The entry bytes, or None."""
+        with backend_errors(self.config):
+            return cast("Blob | None", self.redis.get(self._cache_key(key)))
+
+    def invalidate_dependency(self, dependency: str) -> int:
+        """Delete the entries indexed under ``dependency`` (one round trip)."""
+        return self.invalidate_dependencies((dependency,))
+
+    def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies in one atomic round trip."""
+        keys, args = self._invalidate_call(dependencies)
+        if len(keys) == 1:
+            return 0
+        with backend_errors(self.config):
+            return int(self._invalidate_script(keys=keys, args=args))
+
+    def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        if not keys:
+            return 0
+        with backend_errors(self.config):
+            return int(self.redis.delete(*(self._cache_key(k) for k in keys)))
+
+    def clear(self, pattern: str = "*") -> int:
+        """Delete entries whose key matches ``pattern`` (SCAN, then UNLINK in batches)."""
+        removed = 0
+        batch: list[bytes] = []
+        with backend_errors(self.config):
+            for found in self.redis.scan_iter(match=self._cache_key(pattern), count=1000):
+                batch.append(found)
+                if len(batch) >= _BATCH:
+                    removed += int(self.redis.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(self.redis.unlink(*batch))
+        return removed
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        with backend_errors(self.config):
+            return bool(self.redis.exists(self._cache_key(key)))
+
+    def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        with backend_errors(self.config):
+            return int(self.redis.ttl(self._cache_key(key)))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.redis.close()
+
+
+async def _close_with_loop(client: aioredis.Redis) -> AsyncIterator[None]:
+    """Suspended for the loop's lifetime; the loop's shutdown_asyncgens() (run by asyncio.run
+    and asyncio.Runner before closing) resumes it, and the client closes its connections."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class _LoopClient:
+    """An asyncio client and its scripts, bound to one event loop, closed when it shuts down."""
+
+    __slots__ = ("client", "closer", "invalidate_script", "store_script")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.store_script = client.register_script(lua_source("store"))
+        self.invalidate_script = client.register_script(lua_source("invalidate"))
+        self.closer = _close_with_loop(client)
+        asyncio.ensure_future(self.closer.__anext__())  # registers it with the running loop
+
+
+class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
+    """Asynchronous Redis backend: never blocks the event loop.
+
+    asyncio connections belong to the loop that opened them, so the backend keeps one client
+    per running event loop (created on first use in that loop). Every method raises
+    :class:`~depcache.errors.BackendError` when Redis fails.
+    """
+
+    guards_stale_sets = True
+
+    def __init__(self, config: Any = None) -> None:
+        cfg = _as_redis_config(config if config is not None else RedisConfig())
+        super().__init__(cfg)
+        self.config = cfg
+        create_async_client(cfg)  # validate settings now rather than on first use
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _conn(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        conn = self._clients.get(loop)
+        if conn is None:
+            conn = self._clients[loop] = _LoopClient(create_async_client(self.config))
+        return conn
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client of the running event loop."""
+        return self._conn().client
+
+    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Entry bytes (or None) and the epoch, in one MGET."""
+        with backend_errors(self.config):
+            return self._parse_lookup(await self._conn().client.mget(self._lookup_keys(key)))
+
+    async def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store and index atomically unless a dependency was invalidated after ``epoch``."""
+        keys, args = self._store_call(key, value, ttl, dependencies, epoch)
+        with backend_errors(self.config):
+            return bool(await self._conn().store_script(keys=keys, args=args))
+
+    async def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store and index unconditionally."""
+        await self.store(key, value, ttl, dependencies or (), None)
+
+    async def get(self, key: str) -> Blob | None:
+        """The entry bytes, or None."""
+        with backend_errors(self.config):
+            return cast("Blob | None", await self._conn().client.get(self._cache_key(key)))
+
+    async def invalidate_dependency(self, dependency: str) -> int:
+        """Delete the entries indexed under ``dependency`` (one round trip)."""
+        return await self.invalidate_dependencies((dependency,))
+
+    async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies in one atomic round trip."""
+        keys, args = self._invalidate_call(dependencies)
+        if len(keys) == 1:
+            return 0
+        with backend_errors(self.config):
+            return int(await self._conn().invalidate_script(keys=keys, args=args))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        if not keys:
+            return 0
+        with backend_errors(self.config):
+            return int(await self._conn().client.delete(*(self._cache_key(k) for k in keys)))
+
+    async def clear(self, pattern: str = "*") -> int:
+        """Delete entries whose key matches ``pattern`` (SCAN, then UNLINK in batches)."""
+        client = self._conn().client
+        removed = 0
+        batch: list[bytes] = []
+        with backend_errors(self.config):
+            async for found in client.scan_iter(match=self._cache_key(pattern), count=1000):
+                batch.append(found)
+                if len(batch) >= _BATCH:
+                    removed += int(await client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(await client.unlink(*batch))
+        return removed
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        with backend_errors(self.config):
+            return bool(await self._conn().client.exists(self._cache_key(key)))
+
+    async def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        with backend_errors(self.config):
+            return int(await self._conn().client.ttl(self._cache_key(key)))
+
+    async def close(self) -> None:
+        """Close the client of the running loop."""
+        loop = asyncio.get_running_loop()
+        conn = self._clients.pop(loop, None)
+        if conn is not None:
+            await conn.client.aclose()

@@ -1,0 +1,288 @@
+"""Configuration objects. Each reads the environment once, when it is constructed.
+
+Explicit arguments win over environment variables, which win over defaults. A bad value
+(argument or variable) raises :class:`~depcache.errors.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+__all__ = ["ConfigBase", "RedisConfig", "load_class"]
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _pick(
+    value: T | None,
+    env: Mapping[str, str],
+    name: str,
+    parse: Callable[[str, str], T],
+    default: T,
+) -> T:
+    if value is not None:
+        return value
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return parse(name, raw)
+
+
+def _keep(_name: str, raw: str) -> str:
+    return raw
+
+
+def _optional(parse: Callable[[str, str], T]) -> Callable[[str, str], T | None]:
+    def parse_optional(name: str, raw: str) -> T | None:
+        return None if raw.strip() == "" else parse(name, raw)
+
+    return parse_optional
+
+
+def load_class(path: str, *, setting: str) -> type[Any]:
+    """Import ``package.module.ClassName`` named by trusted configuration (never by cache data).
+
+    Raises ConfigError naming ``setting`` when the path cannot be imported.
+    """
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"{setting}={path!r} is not a dotted path like 'package.module.Class'")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{setting}={path!r} cannot be loaded: {exc}") from exc
+    if not isinstance(cls, type):
+        raise ConfigError(f"{setting}={path!r} is not a class")
+    return cls
+
+
+class ConfigBase:
+    """Settings shared by every backend.
+
+    Args:
+        cache_enabled: ``False`` makes decorated functions call through (``DEP_CACHE_ENABLED``).
+        callback_error_silent: ``True`` swallows callback errors without logging them
+            (``DEP_CACHE_CALLBACK_ERROR_SILENT``, default false: they are logged).
+        serializer_class: dotted path of a :class:`BaseSerializer` (``DEP_CACHE_SERIALIZER``).
+        prefix: key prefix and default manager name (``DEP_CACHE_PREFIX``, default ``cache``).
+        cache_backend_class: dotted path of a sync backend (``DEP_CACHE_BACKEND_CLASS``).
+        async_cache_backend_class: dotted path of an async backend
+            (``DEP_CACHE_ASYNC_BACKEND_CLASS``).
+        guard_seconds: how long an invalidation is remembered to refuse results computed
+            before it; longer computations are not stored (``DEP_CACHE_GUARD_SECONDS``, 600).
+        backend: ``"redis"`` or ``"memory"``, the built-in backend used when no class is named
+            (``DEP_CACHE_BACKEND``, default ``redis``).
+
+    Raises:
+        ConfigError: a value is invalid, naming the argument or variable.
+    """
+
+    def __init__(
+        self,
+        cache_enabled: bool | None = None,
+        callback_error_silent: bool | None = None,
+        serializer_class: str | None = None,
+        prefix: str | None = None,
+        cache_backend_class: str | None = None,
+        async_cache_backend_class: str | None = None,
+        guard_seconds: float | None = None,
+        backend: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.cache_enabled: bool = _pick(cache_enabled, env, "DEP_CACHE_ENABLED", _parse_bool, True)
+        self.callback_error_silent: bool = _pick(
+            callback_error_silent, env, "DEP_CACHE_CALLBACK_ERROR_SILENT", _parse_bool, False
+        )
+        self.serializer_class: str | None = _pick(
+            serializer_class, env, "DEP_CACHE_SERIALIZER", _optional(_keep), None
+        )
+        self.prefix: str = _pick(prefix, env, "DEP_CACHE_PREFIX", _keep, "cache")
+        self.cache_backend_class: str | None = _pick(
+            cache_backend_class, env, "DEP_CACHE_BACKEND_CLASS", _optional(_keep), None
+        )
+        self.async_cache_backend_class: str | None = _pick(
+            async_cache_backend_class, env, "DEP_CACHE_ASYNC_BACKEND_CLASS", _optional(_keep), None
+        )
+        self.guard_seconds: float = _pick(
+            guard_seconds, env, "DEP_CACHE_GUARD_SECONDS", _parse_float, 600.0
+        )
+        self.backend: str = _pick(backend, env, "DEP_CACHE_BACKEND", _keep, "redis").lower()
+        self._validate()
+
+    def _validate(self) -> None:
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise ConfigError(
+                f"prefix {self.prefix!r} must be non-empty and contain no '{{' or '}}' "
+                "(braces are Redis Cluster hash tags, which depcache manages itself)"
+            )
+        if self.guard_seconds <= 0:
+            raise ConfigError(f"guard_seconds must be positive, got {self.guard_seconds!r}")
+        if self.backend not in ("redis", "memory"):
+            raise ConfigError(f"backend {self.backend!r} must be 'redis' or 'memory'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (credentials masked)."""
+        return {
+            "cache_enabled": self.cache_enabled,
+            "callback_error_silent": self.callback_error_silent,
+            "serializer_class": self.serializer_class,
+            "prefix": self.prefix,
+            "cache_backend_class": self.cache_backend_class,
+            "async_cache_backend_class": self.async_cache_backend_class,
+            "guard_seconds": self.guard_seconds,
+            "backend": self.backend,
+        }
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"{type(self).__name__}({fields})"
+
+
+class RedisConfig(ConfigBase):
+    """Settings of a Redis backend (standalone or cluster), on top of :class:`ConfigBase`.
+
+    ``url`` (``REDIS_URL``) wins over ``host``/``port``/``db``/``password``/``username``/``ssl``
+    (``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_USERNAME``,
+    ``REDIS_SSL``). ``socket_timeout`` (``REDIS_SOCKET_TIMEOUT``, seconds), ``max_connections``
+    (``REDIS_MAX_CONNECTIONS``, default 100 per client; when all are busy, callers wait for one)
+    and ``cluster`` (``REDIS_CLUSTER``) complete it. Extra keyword arguments go to redis-py.
+    """
+
+    def __init__(
+        self,
+        cache_enabled: bool | None = None,
+        callback_error_silent: bool | None = None,
+        serializer_class: str | None = None,
+        prefix: str | None = None,
+        cache_backend_class: str | None = None,
+        async_cache_backend_class: str | None = None,
+        url: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        db: int | None = None,
+        password: str | None = None,
+        username: str | None = None,
+        ssl: bool | None = None,
+        socket_timeout: float | None = None,
+        max_connections: int | None = None,
+        cluster: bool | None = None,
+        guard_seconds: float | None = None,
+        backend: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **additional_connection_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            cache_enabled=cache_enabled,
+            callback_error_silent=callback_error_silent,
+            serializer_class=serializer_class,
+            prefix=prefix,
+            cache_backend_class=cache_backend_class,
+            async_cache_backend_class=async_cache_backend_class,
+            guard_seconds=guard_seconds,
+            backend=backend,
+            environ=environ,
+        )
+        env = os.environ if environ is None else environ
+        self.host: str = _pick(host, env, "REDIS_HOST", _keep, "localhost")
+        self.port: int = _pick(port, env, "REDIS_PORT", _parse_int, 6379)
+        self.db: int = _pick(db, env, "REDIS_DB", _parse_int, 0)
+        self.password: str | None = _pick(password, env, "REDIS_PASSWORD", _optional(_keep), None)
+        self.username: str | None = _pick(username, env, "REDIS_USERNAME", _optional(_keep), None)
+        self.ssl: bool = _pick(ssl, env, "REDIS_SSL", _parse_bool, False)
+        self.socket_timeout: float | None = _pick(
+            socket_timeout, env, "REDIS_SOCKET_TIMEOUT", _optional(_parse_float), None
+        )
+        self.max_connections: int = _pick(
+            max_connections, env, "REDIS_MAX_CONNECTIONS", _parse_int, 100
+        )
+        self.cluster: bool = _pick(cluster, env, "REDIS_CLUSTER", _parse_bool, False)
+        self.additional_connection_kwargs: dict[str, Any] = dict(additional_connection_kwargs)
+        raw_url = _pick(url, env, "REDIS_URL", _optional(_keep), None)
+        self.url: str = raw_url if raw_url is not None else self._url_from_parts()
+        self._validate_redis()
+
+    def _url_from_parts(self) -> str:
+        scheme = "rediss" if self.ssl else "redis"
+        auth = ""
+        if self.username or self.password:
+            auth = quote(self.username or "", safe="")
+            if self.password:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def _validate_redis(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"Redis URL {self.safe_url!r} must start with redis://, rediss:// or unix://"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(f"Redis URL {self.safe_url!r} names no host")
+        if self.socket_timeout is not None and self.socket_timeout <= 0:
+            raise ConfigError(f"socket_timeout must be positive, got {self.socket_timeout!r}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, got {self.max_connections!r}")
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password replaced by ``***``, for logs and error messages."""
+        return mask_url(self.url)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict; the password never appears."""
+        return {
+            **super().to_dict(),
+            "url": self.safe_url,
+            "socket_timeout": self.socket_timeout,
+            "max_connections": self.max_connections,
+            "cluster": self.cluster,
+        }
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,161 @@
+"""The stored envelope of a cache entry: what kind it is, its dependencies, and the payload.
+
+Layout (bytes): one kind byte, the dependencies as compact JSON (``{manager: [dep, ...]}``),
+a newline, then the serializer's payload::
+
+    v{"users":["user:1"]}\\n<payload>     a result whose payload is bytes
+    V{}\\n<payload>                       a result whose payload is str (decoded before load)
+    e / E                                 a cached exception: payload is {"type", "args"}
+
+The header is always parsed by depcache's own JSON code, whatever the serializer. A cached
+exception is rebuilt only as a class found among the allowed types and their subclasses
+already loaded in this process; nothing read here can import a module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _json
+from .errors import SerializationError
+from .serializers.base import BaseSerializer
+
+__all__ = ["CorruptEntry", "Entry", "decode_entry", "encode_entry", "encode_exception"]
+
+logger = logging.getLogger("depcache")
+
+_RESULT, _RESULT_STR, _EXC, _EXC_STR = b"v", b"V", b"e", b"E"
+_NO_DEPS = b"{}"
+
+DepsByManager = Mapping[str, Iterable[str]]
+
+
+class CorruptEntry(ValueError):
+    """An entry's bytes cannot be decoded; the entry counts as a miss."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A decoded entry: the value, or the exception to re-raise, and its dependencies."""
+
+    value: Any
+    exception: BaseException | None
+    dependencies: dict[str, list[str]]
+
+
+def _deps_json(dependencies: DepsByManager) -> bytes:
+    clean = {name: sorted(deps) for name, deps in dependencies.items() if deps}
+    if not clean:
+        return _NO_DEPS
+    return _json.dumps(clean)
+
+
+def _pack(kind_bytes: bytes, kind_str: bytes, deps: bytes, payload: str | bytes) -> bytes:
+    if isinstance(payload, str):
+        return kind_str + deps + b"\n" + payload.encode("utf-8", "surrogatepass")
+    if isinstance(payload, bytes | bytearray):
+        return kind_bytes + deps + b"\n" + bytes(payload)
+    raise SerializationError(f"serializer returned {type(payload).__name__}, expected str or bytes")
+
+
+def _dump(serializer: BaseSerializer, value: Any) -> str | bytes:
+    try:
+        return serializer.dump(value)
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        cls = type(value)
+        raise SerializationError(
+            f"{type(serializer).__name__} cannot store a value of type "
+            f"{cls.__module__}.{cls.__qualname__}: {exc}"
+        ) from exc
+
+
+def encode_entry(serializer: BaseSerializer, value: Any, dependencies: DepsByManager) -> bytes:
+    """Encode a result. Raises SerializationError when the serializer cannot store it."""
+    return _pack(_RESULT, _RESULT_STR, _deps_json(dependencies), _dump(serializer, value))
+
+
+def encode_exception(
+    serializer: BaseSerializer, exc: BaseException, dependencies: DepsByManager
+) -> bytes:
+    """Encode a raised exception by its qualified type name and arguments."""
+    cls = type(exc)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        payload = _dump(serializer, {"type": name, "args": list(exc.args)})
+    except SerializationError:  # arguments that cannot be stored: keep the message
+        payload = _dump(serializer, {"type": name, "args": [str(exc)]})
+    return _pack(_EXC, _EXC_STR, _deps_json(dependencies), payload)
+
+
+def _find_exception_class(
+    name: str, allowed: tuple[type[BaseException], ...]
+) -> type[BaseException] | None:
+    seen: set[type[BaseException]] = set()
+    stack = list(allowed)
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if f"{cls.__module__}.{cls.__qualname__}" == name:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return None
+
+
+def _rebuild_exception(data: Any, allowed: tuple[type[BaseException], ...]) -> BaseException:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise CorruptEntry("exception entry without a type name")
+    args = data.get("args")
+    if not isinstance(args, list):
+        raise CorruptEntry("exception entry without an argument list")
+    cls = _find_exception_class(data["type"], allowed)
+    if cls is None:
+        raise CorruptEntry(f"cached exception type {data['type']!r} is not an allowed type")
+    try:
+        return cls(*args)
+    except Exception:  # a constructor with another signature: rebuild without calling it
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
+        return exc
+
+
+def _parse_deps(raw: bytes) -> dict[str, list[str]]:
+    if raw == _NO_DEPS:
+        return {}
+    deps = _json.loads(raw)
+    if not isinstance(deps, dict) or not all(
+        isinstance(v, list) and all(isinstance(d, str) for d in v) for v in deps.values()
+    ):
+        raise CorruptEntry("malformed dependency header")
+    return deps
+
+
+def decode_entry(
+    serializer: BaseSerializer,
+    blob: bytes,
+    allowed_exceptions: tuple[type[BaseException], ...] = (),
+) -> Entry:
+    """Decode an entry read from a backend. Raises CorruptEntry on anything unexpected."""
+    try:
+        kind = blob[:1]
+        header, sep, payload = blob[1:].partition(b"\n")
+        if not sep or kind not in (_RESULT, _RESULT_STR, _EXC, _EXC_STR):
+            raise CorruptEntry("not a depcache entry")
+        deps = _parse_deps(header)
+        data: str | bytes = payload
+        if kind in (_RESULT_STR, _EXC_STR):
+            data = payload.decode("utf-8", "surrogatepass")
+        value = serializer.load(data)
+    except CorruptEntry:
+        raise
+    except Exception as exc:
+        raise CorruptEntry(f"undecodable entry: {type(exc).__name__}: {exc}") from exc
+    if kind in (_EXC, _EXC_STR):
+        return Entry(None, _rebuild_exception(value, allowed_exceptions), deps)
+    return Entry(value, None, deps)
