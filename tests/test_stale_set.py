@@ -163,7 +163,8 @@ def test_threads_never_read_stale(kind: str, prefix: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(history.reads) > 500 and len(history.writes) > 50
+    assert len(history.reads) > 500
+    assert len(history.writes) > 50
     assert history.stale_reads() == []
 
 
@@ -221,5 +222,6 @@ def test_processes_never_read_stale(prefix: str) -> None:
     for p in procs:
         p.join(10)
         assert p.exitcode == 0
-    assert len(history.reads) > 300 and len(history.writes) > 50
+    assert len(history.reads) > 300
+    assert len(history.writes) > 50
     assert history.stale_reads() == []

@@ -193,14 +193,15 @@ async def _close_with_loop(client: aioredis.Redis) -> AsyncIterator[None]:
 class _LoopClient:
     """An asyncio client and its scripts, bound to one event loop, closed when it shuts down."""
 
-    __slots__ = ("client", "closer", "invalidate_script", "store_script")
+    __slots__ = ("client", "closer", "invalidate_script", "started", "store_script")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.store_script = client.register_script(lua_source("store"))
         self.invalidate_script = client.register_script(lua_source("invalidate"))
         self.closer = _close_with_loop(client)
-        asyncio.ensure_future(self.closer.__anext__())  # registers it with the running loop
+        # running it to its yield registers it with the loop's shutdown_asyncgens()
+        self.started = asyncio.ensure_future(self.closer.__anext__())
 
 
 class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
