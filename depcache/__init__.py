@@ -8,10 +8,12 @@ from __future__ import annotations
 from .backends import (
     AsyncCacheBackend,
     AsyncRedisCacheBackend,
+    AsyncRedisClusterCacheBackend,
     CacheBackend,
     FakeAsyncCacheBackend,
     FakeCacheBackend,
     RedisCacheBackend,
+    RedisClusterCacheBackend,
 )
 from .config import ConfigBase, RedisConfig
 from .context import add_dependency, current_cache_key, get_cache_manager, set_cache_ttl
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncCacheBackend",
     "AsyncRedisCacheBackend",
+    "AsyncRedisClusterCacheBackend",
     "BackendError",
     "BaseSerializer",
     "CacheBackend",
@@ -55,6 +58,7 @@ __all__ = [
     "InvalidationReport",
     "JSONSerializer",
     "RedisCacheBackend",
+    "RedisClusterCacheBackend",
     "RedisConfig",
     "SerializationError",
     "StatsCollector",

@@ -129,10 +129,14 @@ def _parse_deps(raw: bytes) -> dict[str, list[str]]:
     if raw == _NO_DEPS:
         return {}
     deps = _json.loads(raw)
-    if not isinstance(deps, dict) or not all(
-        isinstance(v, list) and all(isinstance(d, str) for d in v) for v in deps.values()
-    ):
+    if type(deps) is not dict:
         raise CorruptEntry("malformed dependency header")
+    for names in deps.values():
+        if type(names) is not list:
+            raise CorruptEntry("malformed dependency header")
+        for name in names:
+            if type(name) is not str:
+                raise CorruptEntry("malformed dependency header")
     return deps
 
 

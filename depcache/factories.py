@@ -6,6 +6,7 @@ from typing import Any
 
 from .backends.adapters import AsyncOnlyBackend, ThreadedAsyncBackend
 from .backends.base import AsyncCacheBackend, CacheBackend
+from .backends.cluster import AsyncRedisClusterCacheBackend, RedisClusterCacheBackend
 from .backends.memory import FakeAsyncCacheBackend, FakeCacheBackend
 from .backends.redis_backend import AsyncRedisCacheBackend, RedisCacheBackend
 from .config import ConfigBase, RedisConfig, load_class
@@ -18,14 +19,19 @@ __all__ = [
 ]
 
 
-def create_redis_backend(config: RedisConfig | None = None) -> RedisCacheBackend:
-    """A sync Redis backend for ``config`` (default: ``RedisConfig()`` from the environment)."""
-    return RedisCacheBackend(config or RedisConfig())
+def create_redis_backend(config: RedisConfig | None = None) -> CacheBackend:
+    """A sync Redis backend for ``config`` (default: ``RedisConfig()`` from the environment):
+    :class:`RedisClusterCacheBackend` when ``config.cluster``, else :class:`RedisCacheBackend`."""
+    config = config or RedisConfig()
+    return RedisClusterCacheBackend(config) if config.cluster else RedisCacheBackend(config)
 
 
-def create_async_redis_backend(config: RedisConfig | None = None) -> AsyncRedisCacheBackend:
-    """An async Redis backend for ``config`` (default: ``RedisConfig()``)."""
-    return AsyncRedisCacheBackend(config or RedisConfig())
+def create_async_redis_backend(config: RedisConfig | None = None) -> AsyncCacheBackend:
+    """An async Redis backend for ``config`` (default: ``RedisConfig()``), cluster or not."""
+    config = config or RedisConfig()
+    if config.cluster:
+        return AsyncRedisClusterCacheBackend(config)
+    return AsyncRedisCacheBackend(config)
 
 
 def _load_backend(path: str, setting: str, base: type, config: ConfigBase) -> object:
@@ -56,7 +62,7 @@ def _sync_from_config(config: ConfigBase) -> CacheBackend:
         return backend
     if config.backend == "memory":
         return FakeCacheBackend(config)
-    return RedisCacheBackend(_redis_config(config))
+    return create_redis_backend(_redis_config(config))
 
 
 def _async_for(config: ConfigBase, sync: CacheBackend) -> AsyncCacheBackend:
@@ -73,6 +79,8 @@ def _async_for(config: ConfigBase, sync: CacheBackend) -> AsyncCacheBackend:
         return FakeAsyncCacheBackend(sync.config, store=sync.store_data)
     if isinstance(sync, RedisCacheBackend):
         return AsyncRedisCacheBackend(sync.config)
+    if isinstance(sync, RedisClusterCacheBackend):
+        return AsyncRedisClusterCacheBackend(sync.config)
     return ThreadedAsyncBackend(sync)
 
 
@@ -81,6 +89,8 @@ def _sync_for(async_backend: AsyncCacheBackend) -> CacheBackend:
         return FakeCacheBackend(async_backend.config, store=async_backend.store_data)
     if isinstance(async_backend, AsyncRedisCacheBackend):
         return RedisCacheBackend(async_backend.config)
+    if isinstance(async_backend, AsyncRedisClusterCacheBackend):
+        return RedisClusterCacheBackend(async_backend.config)
     return AsyncOnlyBackend(async_backend)
 
 

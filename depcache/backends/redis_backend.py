@@ -7,9 +7,7 @@ of ``lua/invalidate.lua`` whatever the number of entries. See ``docs/design.md``
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any, cast
@@ -19,6 +17,7 @@ import redis.asyncio as aioredis
 
 from ..config import RedisConfig
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .loops import PerLoop
 from .redis_client import backend_errors, create_async_client, create_sync_client
 
 __all__ = ["AsyncRedisCacheBackend", "RedisCacheBackend"]
@@ -181,34 +180,25 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
         self.redis.close()
 
 
-async def _close_with_loop(client: aioredis.Redis) -> AsyncIterator[None]:
-    """Suspended for the loop's lifetime; the loop's shutdown_asyncgens() (run by asyncio.run
-    and asyncio.Runner before closing) resumes it, and the client closes its connections."""
-    try:
-        yield
-    finally:
-        await client.aclose()
-
-
 class _LoopClient:
-    """An asyncio client and its scripts, bound to one event loop, closed when it shuts down."""
+    """An asyncio client and its scripts, for one event loop."""
 
-    __slots__ = ("client", "closer", "invalidate_script", "started", "store_script")
+    __slots__ = ("client", "invalidate_script", "store_script")
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.store_script = client.register_script(lua_source("store"))
-        self.invalidate_script = client.register_script(lua_source("invalidate"))
-        self.closer = _close_with_loop(client)
-        # running it to its yield registers it with the loop's shutdown_asyncgens()
-        self.started = asyncio.ensure_future(self.closer.__anext__())
+    def __init__(self, config: RedisConfig) -> None:
+        self.client = create_async_client(config)
+        self.store_script = self.client.register_script(lua_source("store"))
+        self.invalidate_script = self.client.register_script(lua_source("invalidate"))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
     """Asynchronous Redis backend: never blocks the event loop.
 
     asyncio connections belong to the loop that opened them, so the backend keeps one client
-    per running event loop (created on first use in that loop). Every method raises
+    per running event loop (see ``loops.py``). Every method raises
     :class:`~depcache.errors.BackendError` when Redis fails.
     """
 
@@ -219,16 +209,10 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
         super().__init__(cfg)
         self.config = cfg
         create_async_client(cfg)  # validate settings now rather than on first use
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = PerLoop(lambda: _LoopClient(cfg))
 
     def _conn(self) -> _LoopClient:
-        loop = asyncio.get_running_loop()
-        conn = self._clients.get(loop)
-        if conn is None:
-            conn = self._clients[loop] = _LoopClient(create_async_client(self.config))
-        return conn
+        return self._clients.get()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -314,7 +298,4 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
 
     async def close(self) -> None:
         """Close the client of the running loop."""
-        loop = asyncio.get_running_loop()
-        conn = self._clients.pop(loop, None)
-        if conn is not None:
-            await conn.client.aclose()
+        await self._clients.close()

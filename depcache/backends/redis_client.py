@@ -26,8 +26,8 @@ def _options(config: RedisConfig) -> dict[str, Any]:
 def _check_standalone(config: RedisConfig) -> None:
     if config.cluster:
         raise ConfigError(
-            f"RedisConfig(cluster=True) for {config.safe_url}: Redis Cluster support is not "
-            "available in this release; use a standalone Redis URL"
+            f"RedisConfig(cluster=True) for {config.safe_url} needs the cluster backends "
+            "(RedisClusterCacheBackend, chosen automatically by CacheManager)"
         )
 
 

@@ -1,0 +1,319 @@
+"""Redis Cluster backends (sync and async).
+
+On a cluster the entry, the epoch and each dependency's index live in different slots, so
+the atomic standalone scripts become short protocols of single-slot steps (``docs/design.md``,
+"Redis Cluster"). Each protocol is written once as a generator that yields batches of
+commands and receives their replies; the sync and async backends only run the batches, each
+as one cluster pipeline (one round trip per batch, the nodes answering in parallel).
+
+Round trips: lookup 1 (entry and epoch), store 3 (placeholder, per-dependency index scripts,
+commit), invalidation 3 (epoch, per-dependency detach scripts, entry deletes), whatever the
+number of dependencies or entries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, cast
+
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+from ..config import RedisConfig
+from ..errors import ConfigError
+from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .loops import PerLoop
+from .redis_backend import _as_redis_config, lua_source
+from .redis_client import backend_errors
+
+__all__ = ["AsyncRedisClusterCacheBackend", "RedisClusterCacheBackend"]
+
+Command = tuple[Any, ...]
+Steps = Generator[list[Command], list[Any], Any]
+
+_PENDING = b"\x00depcache-pending:"
+_PENDING_MS = 10_000  # a placeholder outlives its store's three round trips by far
+
+
+def _cluster_options(config: RedisConfig) -> dict[str, Any]:
+    options: dict[str, Any] = dict(config.additional_connection_kwargs)
+    if config.socket_timeout is not None:
+        options.setdefault("socket_timeout", config.socket_timeout)
+        options.setdefault("socket_connect_timeout", config.socket_timeout)
+    options.setdefault("max_connections", config.max_connections)
+    return options
+
+
+def create_cluster_client(config: RedisConfig) -> RedisCluster:
+    """A sync RedisCluster client for ``config`` (any node's URL; the rest is discovered)."""
+    try:
+        return RedisCluster.from_url(config.url, **_cluster_options(config))
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis Cluster settings for {config.safe_url}: {exc}") from None
+
+
+def create_async_cluster_client(config: RedisConfig) -> AsyncRedisCluster:
+    """An asyncio RedisCluster client for ``config``."""
+    try:
+        return AsyncRedisCluster.from_url(config.url, **_cluster_options(config))
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis Cluster settings for {config.safe_url}: {exc}") from None
+
+
+class _ClusterProtocol(BackendMixin):
+    """The cluster protocols, without I/O: each yields command batches, gets their replies."""
+
+    config: RedisConfig
+
+    def _eval(self, script: str, keys: Sequence[str], *args: Any) -> Command:
+        return ("EVAL", lua_source(script), len(keys), *keys, *args)
+
+    @staticmethod
+    def _ttl_ms(ttl: float | None) -> int:
+        return 0 if ttl is None else max(1, round(ttl * 1000))
+
+    def _lookup_steps(self, key: str) -> Steps:
+        value, epoch = yield [("GET", self._cache_key(key)), ("GET", self._epoch_key())]
+        if value is not None and value.startswith(_PENDING):
+            value = None  # another call is storing: a miss, as if not there yet
+        return value, int(epoch or 0)
+
+    def _store_steps(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> Steps:
+        entry = self._cache_key(key)
+        deps = sorted(set(dependencies))
+        ttl_ms = self._ttl_ms(ttl)
+        if not deps:
+            yield [("SET", entry, value, "PX", ttl_ms) if ttl_ms else ("SET", entry, value)]
+            return True
+        # 1. a placeholder first, so an invalidation that detaches an index after step 2
+        #    finds and deletes it, and step 3 then finds nothing to replace
+        token = _PENDING + os.urandom(12).hex().encode()
+        yield [("SET", entry, token, "PX", _PENDING_MS)]
+        # 2. index under every dependency, unless one was invalidated after `epoch`
+        check = "" if epoch is None else epoch
+        indexed = yield [
+            self._eval("index", (self._deps_key(d), self._mark_key(d)), entry, ttl_ms, check)
+            for d in deps
+        ]
+        accepted = all(int(r) == 1 for r in indexed)
+        # 3. the value replaces the placeholder (or the placeholder is dropped)
+        (stored,) = yield [self._eval("commit", (entry,), token, value if accepted else "", ttl_ms)]
+        return bool(int(stored))
+
+    def _invalidate_steps(self, dependencies: Iterable[str]) -> Steps:
+        deps = sorted(set(dependencies))
+        if not deps:
+            return 0
+        (epoch,) = yield [("INCR", self._epoch_key())]
+        guard_ms = max(1, round(self.config.guard_seconds * 1000))
+        detached = yield [
+            self._eval("detach", (self._deps_key(d), self._mark_key(d)), epoch, guard_ms)
+            for d in deps
+        ]
+        members = sorted({m for batch in detached for m in batch})
+        if not members:
+            return 0
+        deleted = yield [("DEL", m) for m in members]
+        return sum(int(n) for n in deleted)
+
+    def _simple(self, *command: Any) -> Steps:
+        (reply,) = yield [command]
+        return reply
+
+    def _delete_steps(self, keys: Sequence[str]) -> Steps:
+        if not keys:
+            return 0
+        deleted = yield [("DEL", self._cache_key(k)) for k in keys]
+        return sum(int(n) for n in deleted)
+
+
+def _run(client: RedisCluster, steps: Steps) -> Any:
+    try:
+        batch = next(steps)
+        while True:
+            pipe = client.pipeline()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            for command in batch:
+                pipe.execute_command(*command)
+            batch = steps.send(pipe.execute())
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _arun(client: AsyncRedisCluster, steps: Steps) -> Any:
+    try:
+        batch = next(steps)
+        while True:
+            pipe = client.pipeline()
+            for command in batch:
+                pipe.execute_command(*command)
+            batch = steps.send(await pipe.execute())
+    except StopIteration as stop:
+        return stop.value
+
+
+class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
+    """Synchronous Redis Cluster backend (``RedisConfig(url=..., cluster=True)``).
+
+    Every method raises :class:`~depcache.errors.BackendError` when the cluster fails.
+    """
+
+    guards_stale_sets = True
+
+    def __init__(self, config: Any = None, redis_client: RedisCluster | None = None) -> None:
+        cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
+        super().__init__(cfg)
+        self.config = cfg
+        self.redis = redis_client if redis_client is not None else create_cluster_client(cfg)
+
+    def _do(self, steps: Steps) -> Any:
+        with backend_errors(self.config):
+            return _run(self.redis, steps)
+
+    def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """Entry bytes (or None) and the epoch, in one pipelined round trip."""
+        return cast("tuple[Blob | None, int | None]", self._do(self._lookup_steps(key)))
+
+    def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """Store unless a dependency was invalidated after ``epoch`` (three round trips)."""
+        return bool(self._do(self._store_steps(key, value, ttl, dependencies, epoch)))
+
+    def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store and index unconditionally."""
+        self.store(key, value, ttl, dependencies or (), None)
+
+    def get(self, key: str) -> Blob | None:
+        """The entry bytes, or None."""
+        return self.lookup(key)[0]
+
+    def invalidate_dependency(self, dependency: str) -> int:
+        """Delete the entries indexed under ``dependency``."""
+        return self.invalidate_dependencies((dependency,))
+
+    def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """Invalidate several dependencies (three round trips in all)."""
+        return int(self._do(self._invalidate_steps(dependencies)))
+
+    def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        return int(self._do(self._delete_steps(keys)))
+
+    def clear(self, pattern: str = "*") -> int:
+        """Delete entries matching ``pattern`` on every master."""
+        with backend_errors(self.config):
+            found = [k.decode() for k in self.redis.scan_iter(match=self._cache_key(pattern))]
+        entry_prefix = self._cache_key("")
+        return self.delete(*(k[len(entry_prefix) :] for k in found))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an entry."""
+        return self.get(key) is not None
+
+    def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        return int(self._do(self._simple("TTL", self._cache_key(key))))
+
+    def close(self) -> None:
+        """Close every node connection."""
+        self.redis.close()
+
+
+class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
+    """Asynchronous Redis Cluster backend; one client per running event loop."""
+
+    guards_stale_sets = True
+
+    def __init__(self, config: Any = None) -> None:
+        cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
+        super().__init__(cfg)
+        self.config = cfg
+        self._clients = PerLoop(lambda: create_async_cluster_client(cfg))
+
+    def _client(self) -> AsyncRedisCluster:
+        return self._clients.get()
+
+    async def _do(self, steps: Steps) -> Any:
+        with backend_errors(self.config):
+            return await _arun(self._client(), steps)
+
+    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """See RedisClusterCacheBackend.lookup."""
+        return cast("tuple[Blob | None, int | None]", await self._do(self._lookup_steps(key)))
+
+    async def store(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None,
+        dependencies: Iterable[str],
+        epoch: int | None,
+    ) -> bool:
+        """See RedisClusterCacheBackend.store."""
+        return bool(await self._do(self._store_steps(key, value, ttl, dependencies, epoch)))
+
+    async def set(
+        self,
+        key: str,
+        value: Blob,
+        ttl: float | None = None,
+        dependencies: Iterable[str] | None = None,
+    ) -> None:
+        """Store and index unconditionally."""
+        await self.store(key, value, ttl, dependencies or (), None)
+
+    async def get(self, key: str) -> Blob | None:
+        """The entry bytes, or None."""
+        return (await self.lookup(key))[0]
+
+    async def invalidate_dependency(self, dependency: str) -> int:
+        """Delete the entries indexed under ``dependency``."""
+        return await self.invalidate_dependencies((dependency,))
+
+    async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
+        """See RedisClusterCacheBackend.invalidate_dependencies."""
+        return int(await self._do(self._invalidate_steps(dependencies)))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete entries; return how many existed."""
+        return int(await self._do(self._delete_steps(keys)))
+
+    async def clear(self, pattern: str = "*") -> int:
+        """Delete entries matching ``pattern`` on every master."""
+        with backend_errors(self.config):
+            found = [
+                k.decode() async for k in self._client().scan_iter(match=self._cache_key(pattern))
+            ]
+        entry_prefix = self._cache_key("")
+        return await self.delete(*(k[len(entry_prefix) :] for k in found))
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an entry."""
+        return (await self.get(key)) is not None
+
+    async def ttl(self, key: str) -> int:
+        """Seconds left: -1 without expiry, -2 when missing."""
+        return int(await self._do(self._simple("TTL", self._cache_key(key))))
+
+    async def close(self) -> None:
+        """Close the client of the running loop."""
+        await self._clients.close()
