@@ -13,7 +13,9 @@ number of dependencies or entries.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, cast
 
@@ -46,9 +48,13 @@ def _cluster_options(config: RedisConfig) -> dict[str, Any]:
 
 
 def create_cluster_client(config: RedisConfig) -> RedisCluster:
-    """A sync RedisCluster client for ``config`` (any node's URL; the rest is discovered)."""
+    """A sync RedisCluster client for ``config`` (any node's URL; the rest is discovered).
+
+    Connects to discover the nodes: raises BackendError when the cluster cannot be reached.
+    """
     try:
-        return RedisCluster.from_url(config.url, **_cluster_options(config))
+        with backend_errors(config):
+            return RedisCluster.from_url(config.url, **_cluster_options(config))
     except ValueError as exc:
         raise ConfigError(f"invalid Redis Cluster settings for {config.safe_url}: {exc}") from None
 
@@ -171,10 +177,23 @@ class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
         cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
         super().__init__(cfg)
         self.config = cfg
-        self.redis = redis_client if redis_client is not None else create_cluster_client(cfg)
+        self._redis = redis_client
+        self._lock = threading.Lock()
+        # redis-py's cluster pools fail when full; callers wait here for a free slot instead
+        self._slots = threading.BoundedSemaphore(cfg.max_connections)
+
+    @property
+    def redis(self) -> RedisCluster:
+        """The cluster client, connected on first use (a cluster that is down does not stop
+        the manager from being created)."""
+        if self._redis is None:
+            with self._lock:
+                if self._redis is None:
+                    self._redis = create_cluster_client(self.config)
+        return self._redis
 
     def _do(self, steps: Steps) -> Any:
-        with backend_errors(self.config):
+        with self._slots, backend_errors(self.config):
             return _run(self.redis, steps)
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
@@ -238,6 +257,20 @@ class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
         self.redis.close()
 
 
+class _LoopCluster:
+    """An asyncio cluster client for one loop, and the semaphore that bounds its use."""
+
+    __slots__ = ("client", "slots")
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.client = create_async_cluster_client(config)
+        # redis-py's async cluster fails when a node's connections are all busy: wait instead
+        self.slots = asyncio.Semaphore(config.max_connections)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
     """Asynchronous Redis Cluster backend; one client per running event loop."""
 
@@ -247,14 +280,16 @@ class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
         cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
         super().__init__(cfg)
         self.config = cfg
-        self._clients = PerLoop(lambda: create_async_cluster_client(cfg))
+        self._clients = PerLoop(lambda: _LoopCluster(cfg))
 
     def _client(self) -> AsyncRedisCluster:
-        return self._clients.get()
+        return self._clients.get().client
 
     async def _do(self, steps: Steps) -> Any:
-        with backend_errors(self.config):
-            return await _arun(self._client(), steps)
+        slot = self._clients.get()
+        async with slot.slots:
+            with backend_errors(self.config):
+                return await _arun(slot.client, steps)
 
     async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """See RedisClusterCacheBackend.lookup."""

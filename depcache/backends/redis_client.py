@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 from ..config import RedisConfig
 from ..errors import BackendError, ConfigError
@@ -66,7 +67,7 @@ def backend_errors(config: RedisConfig) -> Iterator[None]:
     """Re-raise redis-py and socket errors as BackendError naming the server (no password)."""
     try:
         yield
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise BackendError(
             f"Redis at {config.safe_url} failed: {type(exc).__name__}: {exc}"
         ) from exc
