@@ -5,7 +5,7 @@ a newline, then the serializer's payload::
 
     v{"users":["user:1"]}\\n<payload>     a result whose payload is bytes
     V{}\\n<payload>                       a result whose payload is str (decoded before load)
-    e / E                                 a cached exception: payload is {"type", "args"}
+    e / E                                 a cached exception: {"type", "args", "attrs"}
 
 The header is always parsed by depcache's own JSON code, whatever the serializer. A cached
 exception is rebuilt only as a class found among the allowed types and their subclasses
@@ -79,16 +79,30 @@ def encode_entry(serializer: BaseSerializer, value: Any, dependencies: DepsByMan
     return _pack(_RESULT, _RESULT_STR, _deps_json(dependencies), _dump(serializer, value))
 
 
+def _storable_attributes(serializer: BaseSerializer, exc: BaseException) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        if not isinstance(name, str) or name.startswith("__"):
+            continue
+        try:
+            serializer.dump(value)
+        except Exception:  # an attribute that cannot be stored is left out
+            continue
+        attrs[name] = value
+    return attrs
+
+
 def encode_exception(
     serializer: BaseSerializer, exc: BaseException, dependencies: DepsByManager
 ) -> bytes:
-    """Encode a raised exception by its qualified type name and arguments."""
+    """Encode a raised exception: qualified type name, ``args`` and storable attributes."""
     cls = type(exc)
     name = f"{cls.__module__}.{cls.__qualname__}"
+    attrs = _storable_attributes(serializer, exc)
     try:
-        payload = _dump(serializer, {"type": name, "args": list(exc.args)})
+        payload = _dump(serializer, {"type": name, "args": list(exc.args), "attrs": attrs})
     except SerializationError:  # arguments that cannot be stored: keep the message
-        payload = _dump(serializer, {"type": name, "args": [str(exc)]})
+        payload = _dump(serializer, {"type": name, "args": [str(exc)], "attrs": attrs})
     return _pack(_EXC, _EXC_STR, _deps_json(dependencies), payload)
 
 
@@ -114,15 +128,18 @@ def _rebuild_exception(data: Any, allowed: tuple[type[BaseException], ...]) -> B
     args = data.get("args")
     if not isinstance(args, list):
         raise CorruptEntry("exception entry without an argument list")
+    attrs = data.get("attrs", {})
+    if not isinstance(attrs, dict):
+        raise CorruptEntry("exception entry with malformed attributes")
     cls = _find_exception_class(data["type"], allowed)
     if cls is None:
         raise CorruptEntry(f"cached exception type {data['type']!r} is not an allowed type")
-    try:
-        return cls(*args)
-    except Exception:  # a constructor with another signature: rebuild without calling it
-        exc = cls.__new__(cls)
-        exc.args = tuple(args)
-        return exc
+    # rebuilt without calling __init__ (whose signature may differ from args): the same
+    # args and attributes as the exception that was raised
+    exc = cls.__new__(cls, *args)
+    exc.args = tuple(args)
+    exc.__dict__.update(attrs)
+    return exc
 
 
 def _parse_deps(raw: bytes) -> dict[str, list[str]]:

@@ -84,6 +84,8 @@ def _type_name(value: Any) -> str:
 
 
 def _encode_object(value: Any) -> str:
+    if isinstance(value, type):  # a class: its __cache_key__ etc. would be unbound methods
+        return "c" + value.__module__ + "." + value.__qualname__
     custom = getattr(value, "__cache_key__", None)
     if custom is not None:
         return "k" + repr(str(custom() if callable(custom) else custom))

@@ -178,6 +178,7 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
     def close(self) -> None:
         """Close the connection pool."""
         self.redis.close()
+        self.redis.connection_pool.disconnect()
 
 
 class _LoopClient:
@@ -191,7 +192,7 @@ class _LoopClient:
         self.invalidate_script = self.client.register_script(lua_source("invalidate"))
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
 
 class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):

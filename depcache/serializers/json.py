@@ -8,9 +8,9 @@ that dict. Output without any tag is prefixed ``P`` and parsed by the fastest JS
 rebuilds the fixed set of types below: nothing in the data can name a class to import.
 
 Supported (exact types only, nested freely): None, bool, int, float (also nan/inf), str, bytes,
-list, tuple, dict (keys of any supported hashable type), set, frozenset, datetime, date, time,
-timedelta, Decimal, UUID. Anything else raises SerializationError naming the type and where
-in the value it was found.
+list, tuple, dict (keys of any supported hashable type), set, frozenset, datetime (naive, fixed
+offset or ``zoneinfo.ZoneInfo``), date, time, timedelta, Decimal, UUID. Anything else raises
+SerializationError naming the type and where in the value it was found.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from .. import _json
 from ..errors import SerializationError
@@ -79,10 +80,12 @@ class _Encoder:
         if cls is bytes:
             return self.tag("b", base64.b64encode(value).decode("ascii"))
         if cls is dt.datetime:
-            return self.tag("dt", value.isoformat())
+            return self.datetime(value)
         if cls is dt.date:
             return self.tag("da", value.isoformat())
         if cls is dt.time:
+            if value.tzinfo is not None and type(value.tzinfo) is not dt.timezone:
+                raise _Unsupported(value.tzinfo)
             return self.tag("tm", value.isoformat())
         if cls is dt.timedelta:
             return self.tag("td", [value.days, value.seconds, value.microseconds])
@@ -91,6 +94,15 @@ class _Encoder:
         if cls is UUID:
             return self.tag("u", str(value))
         raise _Unsupported(value)
+
+    def datetime(self, value: dt.datetime) -> dict[str, Any]:
+        zone = value.tzinfo
+        if zone is None or type(zone) is dt.timezone:
+            return self.tag("dt", value.isoformat())
+        if type(zone) is ZoneInfo and zone.key:
+            naive = value.replace(tzinfo=None).isoformat()
+            return self.tag("dtz", [naive, zone.key, value.fold])
+        raise _Unsupported(zone)  # other tzinfo classes cannot be rebuilt exactly
 
     def items(self, values: Any) -> list[Any]:
         return [self.child(i, v) for i, v in enumerate(values)]
@@ -131,6 +143,11 @@ def _bytes(v: Any) -> bytes:
     return base64.b64decode(v, validate=True)
 
 
+def _zoned_datetime(v: Any) -> dt.datetime:
+    naive, key, fold = v
+    return dt.datetime.fromisoformat(naive).replace(tzinfo=ZoneInfo(key), fold=fold)
+
+
 def _timedelta(v: Any) -> dt.timedelta:
     days, seconds, micros = v
     return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
@@ -145,6 +162,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "f": _float,
     "b": _bytes,
     "dt": dt.datetime.fromisoformat,
+    "dtz": _zoned_datetime,
     "da": dt.date.fromisoformat,
     "tm": dt.time.fromisoformat,
     "td": _timedelta,
@@ -170,6 +188,11 @@ class JSONSerializer(BaseSerializer):
         encoder = _Encoder()
         try:
             data = encoder.encode(obj)
+            return self._render(data, encoder.tagged)
+        except RecursionError:
+            raise SerializationError(
+                "JSONSerializer cannot store this value: it is nested too deeply"
+            ) from None
         except _Unsupported as exc:
             cls = type(exc.value)
             where = "".join(reversed(exc.path)) or "the value itself"
@@ -178,11 +201,14 @@ class JSONSerializer(BaseSerializer):
                 f" (at {where}); return supported types (see depcache.JSONSerializer) or "
                 "configure another serializer"
             ) from None
+
+    @staticmethod
+    def _render(data: Any, tagged: bool) -> bytes:
         try:
             body = _json.dumps(data)
-        except (TypeError, ValueError):  # orjson refuses lone surrogates; stdlib escapes them
+        except (TypeError, ValueError):  # orjson refuses lone surrogates and deep nesting
             return b"T" + _json.stdlib_dumps(data)
-        return (b"T" if encoder.tagged else b"P") + body
+        return (b"T" if tagged else b"P") + body
 
     def load(self, data: str | bytes) -> Any:
         """Rebuild a value from ``dump``'s output; raise ValueError on malformed data."""
