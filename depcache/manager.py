@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .announce import Announcer
 from .backends.base import AsyncCacheBackend, CacheBackend
 from .config import ConfigBase
 from .entry import CorruptEntry, decode_entry, encode_entry, encode_exception
@@ -53,6 +54,13 @@ class CacheManager:
         self.serializer = serializer or serializer_from_config(config)
         self.backend, self.async_backend = pair_backends(config, backend, async_backend)
         self.events = EventEmitter(silent=config.callback_error_silent)
+        announcer = Announcer(self.name, self.prefix)
+        #: The Redis pub/sub channel on which every invalidation of this manager is announced
+        #: (see ``depcache.announce`` for the message schema).
+        self.invalidation_channel = announcer.channel
+        for each in (self.backend, self.async_backend, getattr(self.async_backend, "sync", None)):
+            if each is not None:
+                each.announcer = announcer
 
     @property
     def name(self) -> str:

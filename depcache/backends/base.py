@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
+from ..announce import Announcer
 from ..config import ConfigBase
 
 __all__ = ["AsyncCacheBackend", "BackendMixin", "CacheBackend"]
@@ -29,6 +30,8 @@ class BackendMixin:
 
     #: True when ``store`` honours the epoch (the stale-set guard).
     guards_stale_sets = False
+    #: Set by the manager: built-in backends publish every invalidation with it.
+    announcer: Announcer | None = None
 
     def __init__(self, config: ConfigBase) -> None:
         self.config = config

@@ -7,8 +7,8 @@ commands and receives their replies; the sync and async backends only run the ba
 as one cluster pipeline (one round trip per batch, the nodes answering in parallel).
 
 Round trips: lookup 1 (entry and epoch), store 3 (placeholder, per-dependency index scripts,
-commit), invalidation 3 (epoch, per-dependency detach scripts, entry deletes), whatever the
-number of dependencies or entries.
+commit), invalidation 4 (epoch, per-dependency detach scripts, entry deletes, announcement),
+whatever the number of dependencies or entries.
 """
 
 from __future__ import annotations
@@ -125,10 +125,14 @@ class _ClusterProtocol(BackendMixin):
             for d in deps
         ]
         members = sorted({m for batch in detached for m in batch})
-        if not members:
-            return 0
-        deleted = yield [("DEL", m) for m in members]
-        return sum(int(n) for n in deleted)
+        removed = 0
+        if members:
+            deleted = yield [("DEL", m) for m in members]
+            removed = sum(int(n) for n in deleted)
+        if self.announcer is not None:
+            message = self.announcer.message(deps, removed)
+            yield [("PUBLISH", self.announcer.channel, message)]
+        return removed
 
     def _simple(self, *command: Any) -> Steps:
         (reply,) = yield [command]

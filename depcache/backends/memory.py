@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import ClassVar
 
+from ..announce import Announcer
 from ..config import ConfigBase
 from .base import AsyncCacheBackend, Blob, CacheBackend
 
@@ -36,6 +37,7 @@ class MemoryStore:
         self._indexes: dict[str, dict[str, float]] = {}
         self._marks: dict[str, tuple[int, float]] = {}
         self._epoch = 0
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     @classmethod
     def for_prefix(cls, config: ConfigBase) -> MemoryStore:
@@ -94,6 +96,34 @@ class MemoryStore:
             for dep in [d for d, (_, exp) in self._marks.items() if exp <= now]:
                 del self._marks[dep]
             return removed
+
+    def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(message)`` for every message published on ``channel``."""
+        with self._lock:
+            self._subscribers.setdefault(channel, []).append(callback)
+
+    def unsubscribe(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback`` for ``channel``."""
+        with self._lock:
+            callbacks = self._subscribers.get(channel, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+    def publish(self, channel: str, message: str) -> int:
+        """In-process pub/sub: deliver ``message`` to the subscribers of ``channel``."""
+        with self._lock:
+            callbacks = list(self._subscribers.get(channel, ()))
+        for callback in callbacks:
+            callback(message)
+        return len(callbacks)
+
+    def invalidate_and_announce(self, deps: Iterable[str], announcer: Announcer | None) -> int:
+        """Invalidate, then publish the announcement (outside the lock)."""
+        deps = sorted(set(deps))
+        removed = self.invalidate(deps)
+        if announcer is not None:
+            self.publish(announcer.channel, announcer.message(deps, removed))
+        return removed
 
     def delete(self, keys: Iterable[str]) -> int:
         with self._lock:
@@ -172,11 +202,11 @@ class FakeCacheBackend(CacheBackend):
 
     def invalidate_dependency(self, dependency: str) -> int:
         """Delete every entry indexed under ``dependency``."""
-        return self.store_data.invalidate((dependency,))
+        return self.store_data.invalidate_and_announce((dependency,), self.announcer)
 
     def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
         """Invalidate several dependencies at once."""
-        return self.store_data.invalidate(dependencies)
+        return self.store_data.invalidate_and_announce(dependencies, self.announcer)
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
@@ -235,11 +265,11 @@ class FakeAsyncCacheBackend(AsyncCacheBackend):
 
     async def invalidate_dependency(self, dependency: str) -> int:
         """Delete every entry indexed under ``dependency``."""
-        return self.store_data.invalidate((dependency,))
+        return self.store_data.invalidate_and_announce((dependency,), self.announcer)
 
     async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
         """Invalidate several dependencies at once."""
-        return self.store_data.invalidate(dependencies)
+        return self.store_data.invalidate_and_announce(dependencies, self.announcer)
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""

@@ -63,11 +63,16 @@ class _RedisLayout(BackendMixin):
         return keys, [value, ttl_ms, "" if epoch is None else epoch]
 
     def _invalidate_call(self, dependencies: Iterable[str]) -> tuple[list[str], list[Any]]:
+        deps = sorted(set(dependencies))
         keys = [self._epoch_key()]
-        for dep in sorted(set(dependencies)):
+        for dep in deps:
             keys.append(self._deps_key(dep))
             keys.append(self._mark_key(dep))
-        return keys, [max(1, round(self.config.guard_seconds * 1000))]
+        guard_ms = max(1, round(self.config.guard_seconds * 1000))
+        announcer = self.announcer
+        if announcer is None:
+            return keys, [guard_ms, "", ""]
+        return keys, [guard_ms, announcer.channel, announcer.head(deps)]
 
     def _lookup_keys(self, key: str) -> tuple[str, str]:
         return self._cache_key(key), self._epoch_key()

@@ -4,6 +4,8 @@
 -- KEYS[1]                 the epoch counter
 -- KEYS[2i], KEYS[2i+1]    index (zset) and invalidation marker of dependency i
 -- ARGV[1]                 marker lifetime in milliseconds (the guard window)
+-- ARGV[2]                 pub/sub channel of the announcement ("" : none)
+-- ARGV[3]                 the announcement's JSON up to its "removed": count
 -- Returns the number of entries deleted.
 local epoch = redis.call('INCR', KEYS[1])
 local removed = 0
@@ -15,5 +17,8 @@ for i = 1, (#KEYS - 1) / 2 do
   for j = 1, #members, 1000 do
     removed = removed + redis.call('DEL', unpack(members, j, math.min(j + 999, #members)))
   end
+end
+if ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. removed .. '}')
 end
 return removed

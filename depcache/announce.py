@@ -1,0 +1,112 @@
+"""Invalidation announcements: every invalidation is published on Redis pub/sub.
+
+Each manager publishes on ``manager.invalidation_channel`` (``<prefix>:invalidations``) one JSON
+message per invalidation, so other processes (their in-process caches, ``depcache watch``,
+services in any language) can react::
+
+    {"id": "9f1c...", "manager": "users", "prefix": "users",
+     "dependencies": ["user:123"], "origin": "web-1:4242:5be0", "ts": 1764072000.123,
+     "removed": 2}
+
+The message is published by the same atomic script that invalidates (standalone Redis), or
+right after the invalidation's last step (Redis Cluster, classic pub/sub: every node relays
+it), or in process (memory backend). Pub/sub delivers at most once: subscribers must treat a
+lost connection as "everything may have changed".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Announcer", "InvalidationMessage", "channel_for", "parse_message", "process_origin"]
+
+_origin: tuple[int, str] | None = None
+
+
+def process_origin() -> str:
+    """An id of this process (``host:pid:random``), new after a fork."""
+    global _origin  # noqa: PLW0603 - one value per process, recomputed after fork
+    pid = os.getpid()
+    if _origin is None or _origin[0] != pid:
+        _origin = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:6]}")
+    return _origin[1]
+
+
+def channel_for(prefix: str) -> str:
+    """The pub/sub channel on which managers with ``prefix`` announce invalidations."""
+    return f"{prefix}:invalidations"
+
+
+@dataclass(frozen=True)
+class InvalidationMessage:
+    """One parsed announcement."""
+
+    id: str
+    manager: str
+    prefix: str
+    dependencies: list[str]
+    removed: int
+    origin: str
+    ts: float
+
+
+class Announcer:
+    """Builds the announcements of one manager (backends publish them)."""
+
+    def __init__(self, manager: str, prefix: str) -> None:
+        self.manager = manager
+        self.prefix = prefix
+        self.channel = channel_for(prefix)
+
+    def head(self, dependencies: Iterable[str]) -> str:
+        """The message without its final ``removed`` count: ``...,"removed":``.
+
+        The count is appended where it is known (inside the invalidation script).
+        """
+        fields: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "manager": self.manager,
+            "prefix": self.prefix,
+            "dependencies": list(dependencies),
+            "origin": process_origin(),
+            "ts": round(time.time(), 6),
+        }
+        return json.dumps(fields, separators=(",", ":"))[:-1] + ',"removed":'
+
+    def message(self, dependencies: Iterable[str], removed: int) -> str:
+        """The whole message."""
+        return f"{self.head(dependencies)}{removed}}}"
+
+
+def parse_message(data: bytes | str) -> InvalidationMessage:
+    """Parse an announcement; raise ValueError naming what is wrong."""
+    try:
+        raw = json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    deps = raw.get("dependencies")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ValueError("'dependencies' must be a list of strings")
+    try:
+        return InvalidationMessage(
+            id=str(raw["id"]),
+            manager=str(raw["manager"]),
+            prefix=str(raw["prefix"]),
+            dependencies=deps,
+            removed=int(raw["removed"]),
+            origin=str(raw["origin"]),
+            ts=float(raw["ts"]),
+        )
+    except KeyError as exc:
+        raise ValueError(f"missing field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad field: {exc}") from None
