@@ -225,3 +225,19 @@ def test_processes_never_read_stale(prefix: str) -> None:
     assert len(history.reads) > 300
     assert len(history.writes) > 50
     assert history.stale_reads() == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_index_does_not_keep_deleted_entries_forever(kind: str, prefix: str) -> None:
+    """Entries without TTL that are deleted (or evicted) are pruned from the index by stores."""
+    manager = _manager(kind, prefix)
+    for i in range(200):
+        manager.set(f"gone{i}", i, dependencies=["popular"])
+    manager.delete(*(f"gone{i}" for i in range(200)))
+    for i in range(400):
+        manager.set(f"live{i % 20}", i, dependencies=["popular"])
+    if kind == "redis":
+        size = redis.Redis.from_url(REDIS_URL).zcard(f"{prefix}:d:{{popular}}:i")
+    else:
+        size = len(manager.backend.store_data._indexes["popular"])  # type: ignore[attr-defined]
+    assert size < 100  # 200 dead + 20 live names before pruning

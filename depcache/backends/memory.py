@@ -77,10 +77,20 @@ class MemoryStore:
             self._entries[key] = (value, expires)
             for dep in deps:
                 index = self._indexes.setdefault(dep, {})
-                for member in [m for m, exp in index.items() if exp <= now]:
-                    del index[member]
-                index[key] = expires
+                index.pop(key, None)
+                index[key] = expires  # the newest member goes last
+                self._prune(index, now)
             return True
+
+    def _prune(self, index: dict[str, float], now: float) -> None:
+        """Re-check the two oldest members: drop them if expired or deleted, else requeue.
+
+        O(1) per store, and every member is eventually checked, like Redis's sampling."""
+        for _ in range(min(2, len(index) - 1)):
+            member, expires = next(iter(index.items()))
+            del index[member]
+            if expires > now and member in self._entries:
+                index[member] = expires
 
     def invalidate(self, deps: Iterable[str]) -> int:
         with self._lock:

@@ -86,7 +86,7 @@ class _Encoder:
         if cls is dt.time:
             if value.tzinfo is not None and type(value.tzinfo) is not dt.timezone:
                 raise _Unsupported(value.tzinfo)
-            return self.tag("tm", value.isoformat())
+            return self.tag("tmf" if value.fold else "tm", value.isoformat())
         if cls is dt.timedelta:
             return self.tag("td", [value.days, value.seconds, value.microseconds])
         if cls is Decimal:
@@ -98,6 +98,8 @@ class _Encoder:
     def datetime(self, value: dt.datetime) -> dict[str, Any]:
         zone = value.tzinfo
         if zone is None or type(zone) is dt.timezone:
+            if value.fold:
+                return self.tag("dtf", value.isoformat())
             return self.tag("dt", value.isoformat())
         if type(zone) is ZoneInfo and zone.key:
             naive = value.replace(tzinfo=None).isoformat()
@@ -143,6 +145,14 @@ def _bytes(v: Any) -> bytes:
     return base64.b64decode(v, validate=True)
 
 
+def _folded_datetime(v: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(v).replace(fold=1)
+
+
+def _folded_time(v: Any) -> dt.time:
+    return dt.time.fromisoformat(v).replace(fold=1)
+
+
 def _zoned_datetime(v: Any) -> dt.datetime:
     naive, key, fold = v
     return dt.datetime.fromisoformat(naive).replace(tzinfo=ZoneInfo(key), fold=fold)
@@ -163,6 +173,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "b": _bytes,
     "dt": dt.datetime.fromisoformat,
     "dtz": _zoned_datetime,
+    "dtf": _folded_datetime,
+    "tmf": _folded_time,
     "da": dt.date.fromisoformat,
     "tm": dt.time.fromisoformat,
     "td": _timedelta,

@@ -35,6 +35,12 @@ for i = 1, ndeps do
   -- members whose entries have expired are dropped, so an index cannot grow without bound
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   redis.call('ZADD', index, score, KEYS[1])
+  -- entries deleted or evicted leave their names behind: check two random members each time
+  for _, member in ipairs(redis.call('ZRANDMEMBER', index, 2)) do
+    if member ~= KEYS[1] and redis.call('EXISTS', member) == 0 then
+      redis.call('ZREM', index, member)
+    end
+  end
   -- the index lives exactly as long as its longest-lived member
   local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
   if last[2] == 'inf' then
