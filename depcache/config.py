@@ -104,6 +104,12 @@ class ConfigBase:
             before it; longer computations are not stored (``DEP_CACHE_GUARD_SECONDS``, 600).
         backend: ``"redis"`` or ``"memory"``, the built-in backend used when no class is named
             (``DEP_CACHE_BACKEND``, default ``redis``).
+        l1_size: entries kept in an in-process cache in front of the backend, kept coherent
+            by the invalidation channel (``DEP_CACHE_L1_SIZE``, default 0: off).
+        l1_max_age: seconds an in-process entry may be served at most
+            (``DEP_CACHE_L1_MAX_AGE``, default 30).
+        single_flight: concurrent misses of one key in this process compute once
+            (``DEP_CACHE_SINGLE_FLIGHT``, default true).
 
     Raises:
         ConfigError: a value is invalid, naming the argument or variable.
@@ -120,9 +126,17 @@ class ConfigBase:
         guard_seconds: float | None = None,
         backend: str | None = None,
         *,
+        l1_size: int | None = None,
+        l1_max_age: float | None = None,
+        single_flight: bool | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        self.l1_size: int = _pick(l1_size, env, "DEP_CACHE_L1_SIZE", _parse_int, 0)
+        self.l1_max_age: float = _pick(l1_max_age, env, "DEP_CACHE_L1_MAX_AGE", _parse_float, 30.0)
+        self.single_flight: bool = _pick(
+            single_flight, env, "DEP_CACHE_SINGLE_FLIGHT", _parse_bool, True
+        )
         self.cache_enabled: bool = _pick(cache_enabled, env, "DEP_CACHE_ENABLED", _parse_bool, True)
         self.callback_error_silent: bool = _pick(
             callback_error_silent, env, "DEP_CACHE_CALLBACK_ERROR_SILENT", _parse_bool, False
@@ -151,6 +165,10 @@ class ConfigBase:
             )
         if self.guard_seconds <= 0:
             raise ConfigError(f"guard_seconds must be positive, got {self.guard_seconds!r}")
+        if self.l1_size < 0:
+            raise ConfigError(f"l1_size must be 0 (off) or positive, got {self.l1_size!r}")
+        if self.l1_max_age <= 0:
+            raise ConfigError(f"l1_max_age must be positive, got {self.l1_max_age!r}")
         if self.backend not in ("redis", "memory"):
             raise ConfigError(f"backend {self.backend!r} must be 'redis' or 'memory'")
 
@@ -165,6 +183,9 @@ class ConfigBase:
             "async_cache_backend_class": self.async_cache_backend_class,
             "guard_seconds": self.guard_seconds,
             "backend": self.backend,
+            "l1_size": self.l1_size,
+            "l1_max_age": self.l1_max_age,
+            "single_flight": self.single_flight,
         }
 
     def __repr__(self) -> str:
@@ -203,6 +224,9 @@ class RedisConfig(ConfigBase):
         guard_seconds: float | None = None,
         backend: str | None = None,
         *,
+        l1_size: int | None = None,
+        l1_max_age: float | None = None,
+        single_flight: bool | None = None,
         environ: Mapping[str, str] | None = None,
         **additional_connection_kwargs: Any,
     ) -> None:
@@ -215,6 +239,9 @@ class RedisConfig(ConfigBase):
             async_cache_backend_class=async_cache_backend_class,
             guard_seconds=guard_seconds,
             backend=backend,
+            l1_size=l1_size,
+            l1_max_age=l1_max_age,
+            single_flight=single_flight,
             environ=environ,
         )
         env = os.environ if environ is None else environ
@@ -235,6 +262,23 @@ class RedisConfig(ConfigBase):
         raw_url = _pick(url, env, "REDIS_URL", _optional(_keep), None)
         self.url: str = raw_url if raw_url is not None else self._url_from_parts()
         self._validate_redis()
+
+    @classmethod
+    def from_config(cls, config: ConfigBase) -> RedisConfig:
+        """``config`` itself if it is a RedisConfig, else one with its settings and the
+        connection settings of the environment."""
+        if isinstance(config, RedisConfig):
+            return config
+        return cls(
+            cache_enabled=config.cache_enabled,
+            callback_error_silent=config.callback_error_silent,
+            serializer_class=config.serializer_class,
+            prefix=config.prefix,
+            guard_seconds=config.guard_seconds,
+            l1_size=config.l1_size,
+            l1_max_age=config.l1_max_age,
+            single_flight=config.single_flight,
+        )
 
     def _url_from_parts(self) -> str:
         scheme = "rediss" if self.ssl else "redis"

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import validate_ttl
 from .drivers import run_async, run_sync
-from .flow import cache_flow
 from .keys import KeyTemplate
 from .registry import get_or_create_cache_manager, registry_generation
 
@@ -164,8 +163,7 @@ def cache_with_deps(
                 manager = spec.manager()
                 if not manager.enabled:
                     return await func(*args, **kwargs)
-                flow = cache_flow(spec, manager, template.key(args, kwargs))
-                return await run_async(flow, spec, manager, args, kwargs)
+                return await run_async(spec, manager, template.key(args, kwargs), args, kwargs)
 
             return cast(F, async_wrapper)
 
@@ -174,8 +172,7 @@ def cache_with_deps(
             manager = spec.manager()
             if not manager.enabled:
                 return func(*args, **kwargs)
-            flow = cache_flow(spec, manager, template.key(args, kwargs))
-            return run_sync(flow, spec, manager, args, kwargs)
+            return run_sync(spec, manager, template.key(args, kwargs), args, kwargs)
 
         return cast(F, sync_wrapper)
 

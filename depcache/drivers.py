@@ -1,17 +1,22 @@
 """The two drivers of the cache flow: the only place where sync and async differ.
 
 Each performs the operations yielded by :func:`depcache.flow.cache_flow`: the sync driver
-calls the manager's sync backend and the function; the async driver awaits the async backend,
-the coroutine function and async callbacks. Any failure is thrown back into the flow.
+calls the manager's sync backend and the function and waits on threads; the async driver
+awaits the async backend, the coroutine function, async callbacks and other tasks. Any failure
+is thrown back into the flow. A driver that leads a single flight (``flights.py``) lands it
+when the flow ends, however it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .flow import COMPUTE, Emit, Flow, Lookup, Notify, Operation, Store
+from .flights import FOLLOW_TIMEOUT, Outcome
+from .flow import COMPUTE, CallRecord, Emit, Join, Lookup, Notify, Operation, Store
+from .flow import cache_flow as make_flow
 
 if TYPE_CHECKING:
     from .decorator import CallSpec
@@ -40,11 +45,14 @@ def _callback_failed(manager: CacheManager) -> None:
         logger.exception("depcache callback failed")
 
 
-def run_sync(flow: Flow, spec: CallSpec, manager: CacheManager, args: Any, kwargs: Any) -> Any:
-    """Drive ``flow`` with blocking I/O; return the call's result or raise its exception."""
+def run_sync(spec: CallSpec, manager: CacheManager, key: str, args: Any, kwargs: Any) -> Any:
+    """Run one call with blocking I/O; return its result or raise its exception."""
     backend = manager.backend
+    flights = manager.sync_flights
+    record = CallRecord()
+    led: list[Any] = []  # (flight key, flight) when this call leads a single flight
 
-    def perform(op: Operation) -> Any:
+    def perform(op: Operation) -> Any:  # noqa: PLR0911 - one return per operation
         if op is COMPUTE:
             try:
                 return True, spec.func(*args, **kwargs)
@@ -54,6 +62,14 @@ def run_sync(flow: Flow, spec: CallSpec, manager: CacheManager, args: Any, kwarg
             return backend.lookup(op.key)
         if isinstance(op, Store):
             return backend.store(op.key, op.blob, op.ttl, op.dependencies, op.epoch)
+        if isinstance(op, Join) and flights is not None:
+            flight_key = (op.key, op.epoch)
+            flight, event = flights.lead_or_follow(flight_key)
+            if event is None:
+                led.append((flight_key, flight))
+                return None
+            event.wait(FOLLOW_TIMEOUT)  # on timeout: compute alone
+            return flight.outcome
         if isinstance(op, Emit):
             manager.events.emit(op.event)
         elif isinstance(op, Notify) and spec.callback is not None:
@@ -63,6 +79,8 @@ def run_sync(flow: Flow, spec: CallSpec, manager: CacheManager, args: Any, kwarg
                 _callback_failed(manager)
         return None
 
+    flow = make_flow(spec, manager, key, record)
+    outcome: Outcome = None
     try:
         op = next(flow)
         while True:
@@ -73,16 +91,26 @@ def run_sync(flow: Flow, spec: CallSpec, manager: CacheManager, args: Any, kwarg
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
+        outcome = (True, stop.value, record.dependencies)
         return stop.value
+    except Exception as exc:
+        outcome = (False, exc, record.dependencies)
+        raise
+    finally:
+        if led and flights is not None:
+            flights.land(led[0][0], led[0][1], outcome)
 
 
 async def run_async(
-    flow: Flow, spec: CallSpec, manager: CacheManager, args: Any, kwargs: Any
+    spec: CallSpec, manager: CacheManager, key: str, args: Any, kwargs: Any
 ) -> Any:
-    """Drive ``flow`` without blocking the event loop; return or raise like the function."""
+    """Run one call without blocking the event loop; return or raise like the function."""
     backend = manager.async_backend
+    flights = manager.async_flights
+    record = CallRecord()
+    led: list[Any] = []  # the flight key when this call leads a single flight
 
-    async def perform(op: Operation) -> Any:
+    async def perform(op: Operation) -> Any:  # noqa: PLR0911 - one return per operation
         if op is COMPUTE:
             try:
                 return True, await spec.func(*args, **kwargs)
@@ -92,6 +120,16 @@ async def run_async(
             return await backend.lookup(op.key)
         if isinstance(op, Store):
             return await backend.store(op.key, op.blob, op.ttl, op.dependencies, op.epoch)
+        if isinstance(op, Join) and flights is not None:
+            flight_key = (op.key, op.epoch)
+            future = flights.lead_or_follow(flight_key)
+            if future is None:
+                led.append(flight_key)
+                return None
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), FOLLOW_TIMEOUT)
+            except asyncio.TimeoutError:  # the leader is stuck: compute alone
+                return None
         if isinstance(op, Emit):
             await manager.events.aemit(op.event)
         elif isinstance(op, Notify) and spec.callback is not None:
@@ -103,6 +141,8 @@ async def run_async(
                 _callback_failed(manager)
         return None
 
+    flow = make_flow(spec, manager, key, record)
+    outcome: Outcome = None
     try:
         op = next(flow)
         while True:
@@ -113,4 +153,11 @@ async def run_async(
             else:
                 op = flow.send(reply)
     except StopIteration as stop:
+        outcome = (True, stop.value, record.dependencies)
         return stop.value
+    except Exception as exc:
+        outcome = (False, exc, record.dependencies)
+        raise
+    finally:
+        if led and flights is not None:
+            flights.land(led[0], outcome)

@@ -43,7 +43,7 @@ class Entry:
 
     value: Any
     exception: BaseException | None
-    dependencies: dict[str, list[str]]
+    dependencies: Mapping[str, Iterable[str]]
 
 
 def _deps_json(dependencies: DepsByManager) -> bytes:

@@ -41,18 +41,6 @@ def _load_backend(path: str, setting: str, base: type, config: ConfigBase) -> ob
     return cls(config)
 
 
-def _redis_config(config: ConfigBase) -> RedisConfig:
-    if isinstance(config, RedisConfig):
-        return config
-    return RedisConfig(
-        prefix=config.prefix,
-        cache_enabled=config.cache_enabled,
-        callback_error_silent=config.callback_error_silent,
-        serializer_class=config.serializer_class,
-        guard_seconds=config.guard_seconds,
-    )
-
-
 def _sync_from_config(config: ConfigBase) -> CacheBackend:
     if config.cache_backend_class:
         backend = _load_backend(
@@ -62,7 +50,7 @@ def _sync_from_config(config: ConfigBase) -> CacheBackend:
         return backend
     if config.backend == "memory":
         return FakeCacheBackend(config)
-    return create_redis_backend(_redis_config(config))
+    return create_redis_backend(RedisConfig.from_config(config))
 
 
 def _async_for(config: ConfigBase, sync: CacheBackend) -> AsyncCacheBackend:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .context import Frame, current_frame, merge_into
-from .entry import CorruptEntry, decode_entry, encode_entry, encode_exception
+from .entry import CorruptEntry, Entry, decode_entry, encode_entry, encode_exception
 from .errors import SerializationError
 from .events import CacheEvent, CacheEventType
 
@@ -23,7 +23,17 @@ if TYPE_CHECKING:
     from .decorator import CallSpec
     from .manager import CacheManager
 
-__all__ = ["COMPUTE", "Emit", "Lookup", "Notify", "Operation", "Store", "cache_flow"]
+__all__ = [
+    "COMPUTE",
+    "CallRecord",
+    "Emit",
+    "Join",
+    "Lookup",
+    "Notify",
+    "Operation",
+    "Store",
+    "cache_flow",
+]
 
 logger = logging.getLogger("depcache")
 
@@ -56,6 +66,17 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Join:
+    """Single flight after a miss: lead the computation of ``key`` at ``epoch``, or wait for
+    the call already leading it. Result: None (compute) or that call's outcome
+    ``(ok, value or exception, dependencies)``. Calls share an outcome only if they read the
+    same epoch, so no invalidation happened between the leader's lookup and the follower's."""
+
+    key: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Emit:
     """Give an event to the manager's callbacks. Result: None."""
 
@@ -70,7 +91,7 @@ class Notify:
     cached_result: Any
 
 
-Operation = Lookup | _Compute | Store | Emit | Notify
+Operation = Lookup | _Compute | Join | Store | Emit | Notify
 Flow = Generator[Operation, Any, Any]
 
 
@@ -78,10 +99,27 @@ def _event(kind: CacheEventType, key: str, **fields: Any) -> Emit:
     return Emit(CacheEvent(kind, key, time.time(), **fields))
 
 
-def cache_flow(spec: CallSpec, manager: CacheManager, key: str) -> Flow:  # noqa: PLR0912
-    # one branch per step of the flow; splitting it would hide the order of the steps
+class CallRecord:
+    """What the drivers learn from a flow besides its result: the call's dependencies."""
+
+    __slots__ = ("dependencies",)
+
+    def __init__(self) -> None:
+        self.dependencies: Mapping[str, Iterable[str]] = {}
+
+
+def cache_flow(  # noqa: PLR0912 - one branch per step; split, the order of steps would hide
+    spec: CallSpec, manager: CacheManager, key: str, record: CallRecord | None = None
+) -> Flow:
     """Run one call: serve a hit, or compute, store and return (or raise) the outcome."""
-    events = manager.events.active
+    record = record or CallRecord()
+    l1 = manager.l1
+    token = 0
+    if l1 is not None:
+        local = l1.get(key)
+        if local is not None:
+            return (yield from _serve(spec, key, local, record, manager.events.active))
+        token = l1.token()
     started = time.monotonic()
     try:
         blob, epoch = yield Lookup(key)
@@ -98,37 +136,31 @@ def cache_flow(spec: CallSpec, manager: CacheManager, key: str) -> Flow:  # noqa
         except CorruptEntry as exc:
             logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
         else:
-            if entry.dependencies:
-                parent = current_frame()
-                if parent is not None:
-                    merge_into(parent, entry.dependencies)
-            if events:
-                yield _event(CacheEventType.HIT, key, value=entry.exception or entry.value)
-            if spec.callback is not None:
-                yield Notify(True, entry.exception or entry.value)
-            if entry.exception is not None:
-                raise entry.exception
-            return entry.value
+            if l1 is not None:
+                l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)
+            return (yield from _serve(spec, key, entry, record, manager.events.active))
 
-    if events:
+    if manager.events.active:
         yield _event(CacheEventType.MISS, key)
+    if epoch is not None and manager.config.single_flight:
+        shared = yield Join(key, epoch)
+        if shared is not None:
+            ok, outcome, dependencies = shared
+            return (yield from _serve(spec, key, Entry(outcome if ok else None,
+                                                       None if ok else outcome,
+                                                       dependencies), record, False))
     frame = Frame(manager, key, spec.ttl, spec.dependencies).enter()
     try:
         ok, outcome = yield COMPUTE
     finally:
         frame.exit()
+    record.dependencies = frame.dependencies
 
     if reachable and (ok or spec.caches(outcome)):
-        yield from _store(
-            spec,
-            manager,
-            frame,
-            outcome if ok else None,
-            None if ok else outcome,
-            epoch,
-            started,
-            events,
-        )
+        stored = yield from _store(spec, manager, frame, ok, outcome, epoch, started)
+        if stored and l1 is not None:
+            entry = Entry(outcome if ok else None, None if ok else outcome, frame.dependencies)
+            l1.put(key, entry, frame.own_dependencies(), token)
     if spec.callback is not None:
         yield Notify(False, None)
     if not ok:
@@ -136,42 +168,60 @@ def cache_flow(spec: CallSpec, manager: CacheManager, key: str) -> Flow:  # noqa
     return outcome
 
 
+def _serve(spec: CallSpec, key: str, entry: Entry, record: CallRecord, events: bool) -> Flow:
+    """A hit: hand the entry's dependencies to the enclosing call, then return or raise."""
+    record.dependencies = entry.dependencies
+    if entry.dependencies:
+        parent = current_frame()
+        if parent is not None:
+            merge_into(parent, entry.dependencies)
+    if events:
+        yield _event(CacheEventType.HIT, key, value=entry.exception or entry.value)
+    if spec.callback is not None:
+        yield Notify(True, entry.exception or entry.value)
+    if entry.exception is not None:
+        raise entry.exception
+    return entry.value
+
+
 def _store(
     spec: CallSpec,
     manager: CacheManager,
     frame: Frame,
-    value: Any,
-    exception: BaseException | None,
+    ok: bool,
+    outcome: Any,
     epoch: int | None,
     started: float,
-    events: bool,
-) -> Flow:
+) -> Generator[Operation, Any, bool]:
+    """Encode and store the outcome; return whether it was stored."""
     key = frame.key
     elapsed = time.monotonic() - started
     if epoch is not None and elapsed >= manager.config.guard_seconds:
         logger.warning(
             "depcache: %s took %.0fs, longer than guard_seconds; result not stored", key, elapsed
         )
-        return
+        return False
     try:
-        if exception is None:
-            blob = encode_entry(manager.serializer, value, frame.dependencies)
+        if ok:
+            blob = encode_entry(manager.serializer, outcome, frame.dependencies)
         else:
-            blob = encode_exception(manager.serializer, exception, frame.dependencies)
+            blob = encode_exception(manager.serializer, outcome, frame.dependencies)
     except SerializationError as exc:
         if not spec.silent:
             raise
         logger.warning("depcache: %s not stored: %s", key, exc)
-        return
+        return False
     deps = frozenset(frame.own_dependencies())
     try:
-        stored = yield Store(key, blob, frame.ttl, deps, epoch)
+        stored = bool((yield Store(key, blob, frame.ttl, deps, epoch)))
     except Exception as exc:
         if not spec.silent:
             raise
         logger.warning("depcache store failed for %s: %s", key, exc)
-        return
+        return False
     if not stored:
         logger.debug("depcache: %s not stored, a dependency was invalidated meanwhile", key)
-    elif events:
+    elif manager.events.active:
+        value = outcome if ok else None
         yield _event(CacheEventType.SET, key, value=value, dependencies=set(deps), ttl=frame.ttl)
+    return stored

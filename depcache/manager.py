@@ -16,6 +16,9 @@ from .config import ConfigBase
 from .entry import CorruptEntry, decode_entry, encode_entry, encode_exception
 from .events import CacheCallback, CacheEvent, CacheEventType, EventEmitter
 from .factories import pair_backends
+from .flights import AsyncFlights, SyncFlights
+from .listener import InvalidationListener, listen
+from .local import LocalCache
 from .serializers import BaseSerializer, serializer_from_config
 
 __all__ = ["CacheManager"]
@@ -61,6 +64,14 @@ class CacheManager:
         for each in (self.backend, self.async_backend, getattr(self.async_backend, "sync", None)):
             if each is not None:
                 each.announcer = announcer
+        self.sync_flights = SyncFlights() if config.single_flight else None
+        self.async_flights = AsyncFlights() if config.single_flight else None
+        #: The in-process cache (None unless ``l1_size`` is set), and what keeps it coherent.
+        self.l1: LocalCache | None = None
+        self._listener: InvalidationListener | None = None
+        if config.l1_size and config.cache_enabled:
+            self.l1 = LocalCache(config.l1_size, config.l1_max_age)
+            self._listener = listen(self, self.l1)
 
     @property
     def name(self) -> str:
@@ -100,6 +111,15 @@ class CacheManager:
             return False, default
         return True, entry.exception if entry.exception is not None else entry.value
 
+    def _forget(self, *keys: str) -> None:
+        if self.l1 is not None:
+            for key in keys:
+                self.l1.discard(key)
+
+    def _forget_all(self) -> None:
+        if self.l1 is not None:
+            self.l1.flush(active=self.l1.active)
+
     def _event(self, kind: CacheEventType, key: str, **fields: Any) -> CacheEvent | None:
         return CacheEvent(kind, key, **fields) if self.events.active else None
 
@@ -119,6 +139,7 @@ class CacheManager:
         if not self.enabled:
             return
         blob, deps = self._encode(value, dependencies)
+        self._forget(key)
         self.backend.store(key, blob, ttl, deps, None)
         self._emit(
             self._event(CacheEventType.SET, key, value=value, dependencies=set(deps), ttl=ttl)
@@ -143,6 +164,7 @@ class CacheManager:
         """Delete entries; return how many existed."""
         if not self.enabled:
             return 0
+        self._forget(*keys)
         count = self.backend.delete(*keys)
         self._emit(self._event(CacheEventType.DELETE, ",".join(keys), count=count))
         return count
@@ -151,6 +173,7 @@ class CacheManager:
         """Delete entries whose key matches the glob ``pattern``; return how many."""
         if not self.enabled:
             return 0
+        self._forget_all()
         count = self.backend.clear(pattern)
         self._emit(self._event(CacheEventType.CLEAR, pattern, count=count))
         return count
@@ -165,6 +188,8 @@ class CacheManager:
         if not self.enabled or not deps:
             return 0
         count = self.backend.invalidate_dependencies(deps)
+        if self.l1 is not None:  # at once; the announcement echoes back later
+            self.l1.invalidate(deps)
         self._emit(
             self._event(
                 CacheEventType.INVALIDATE, ",".join(deps), count=count, dependencies=set(deps)
@@ -181,7 +206,9 @@ class CacheManager:
         return self.backend.ttl(key) if self.enabled else -2
 
     def close(self) -> None:
-        """Release the sync backend's connections."""
+        """Release the sync backend's connections and stop the L1 listener."""
+        if self._listener is not None:
+            self._listener.stop()
         self.backend.close()
 
     # -- async operations ----------------------------------------------------------------------
@@ -200,6 +227,7 @@ class CacheManager:
         if not self.enabled:
             return
         blob, deps = self._encode(value, dependencies)
+        self._forget(key)
         await self.async_backend.store(key, blob, ttl, deps, None)
         await self._aemit(
             self._event(CacheEventType.SET, key, value=value, dependencies=set(deps), ttl=ttl)
@@ -226,6 +254,7 @@ class CacheManager:
         """Async :meth:`delete`."""
         if not self.enabled:
             return 0
+        self._forget(*keys)
         count = await self.async_backend.delete(*keys)
         await self._aemit(self._event(CacheEventType.DELETE, ",".join(keys), count=count))
         return count
@@ -234,6 +263,7 @@ class CacheManager:
         """Async :meth:`clear`."""
         if not self.enabled:
             return 0
+        self._forget_all()
         count = await self.async_backend.clear(pattern)
         await self._aemit(self._event(CacheEventType.CLEAR, pattern, count=count))
         return count
@@ -248,6 +278,8 @@ class CacheManager:
         if not self.enabled or not deps:
             return 0
         count = await self.async_backend.invalidate_dependencies(deps)
+        if self.l1 is not None:
+            self.l1.invalidate(deps)
         await self._aemit(
             self._event(
                 CacheEventType.INVALIDATE, ",".join(deps), count=count, dependencies=set(deps)

@@ -26,7 +26,7 @@ from ..config import RedisConfig
 from ..errors import ConfigError
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .loops import PerLoop
-from .redis_backend import _as_redis_config, lua_source
+from .redis_backend import lua_source
 from .redis_client import backend_errors
 
 __all__ = ["AsyncRedisClusterCacheBackend", "RedisClusterCacheBackend"]
@@ -178,7 +178,7 @@ class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
     guards_stale_sets = True
 
     def __init__(self, config: Any = None, redis_client: RedisCluster | None = None) -> None:
-        cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig(cluster=True))
         super().__init__(cfg)
         self.config = cfg
         self._redis = redis_client
@@ -281,7 +281,7 @@ class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
     guards_stale_sets = True
 
     def __init__(self, config: Any = None) -> None:
-        cfg = _as_redis_config(config if config is not None else RedisConfig(cluster=True))
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig(cluster=True))
         super().__init__(cfg)
         self.config = cfg
         self._clients = PerLoop(lambda: _LoopCluster(cfg))

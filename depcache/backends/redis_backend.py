@@ -31,17 +31,6 @@ def lua_source(name: str) -> str:
     return files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
 
 
-def _as_redis_config(config: Any) -> RedisConfig:
-    if isinstance(config, RedisConfig):
-        return config
-    return RedisConfig(
-        prefix=config.prefix,
-        cache_enabled=config.cache_enabled,
-        serializer_class=config.serializer_class,
-        guard_seconds=config.guard_seconds,
-    )
-
-
 class _RedisLayout(BackendMixin):
     """Argument packing shared by the sync and async Redis backends (no I/O here)."""
 
@@ -97,7 +86,7 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
     guards_stale_sets = True
 
     def __init__(self, config: Any = None, redis_client: redis.Redis | None = None) -> None:
-        cfg = _as_redis_config(config if config is not None else RedisConfig())
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
         super().__init__(cfg)
         self.config = cfg
         self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
@@ -211,7 +200,7 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
     guards_stale_sets = True
 
     def __init__(self, config: Any = None) -> None:
-        cfg = _as_redis_config(config if config is not None else RedisConfig())
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
         super().__init__(cfg)
         self.config = cfg
         create_async_client(cfg)  # validate settings now rather than on first use
