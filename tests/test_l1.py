@@ -1,0 +1,182 @@
+"""The in-process (L1) cache: served locally, kept coherent across real processes by pub/sub."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from typing import Any
+
+import pytest
+import redis
+
+import depcache
+from depcache import RedisConfig, add_dependency, cache_with_deps
+from depcache.entry import Entry
+from depcache.local import LocalCache
+from depcache.testing import reset_managers
+
+pytestmark = pytest.mark.redis
+
+
+def _l1_manager(url: str, prefix: str, **extra: Any) -> depcache.CacheManager:
+    config = RedisConfig(url=url, prefix=prefix, l1_size=1000, l1_max_age=30, **extra)
+    manager = depcache.get_or_create_cache_manager(prefix, config=config)
+    assert manager._listener is not None
+    assert manager._listener.subscribed.wait(5)
+    return manager
+
+
+def _wait(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_l1_hit_does_not_touch_redis(redis_url: str, prefix: str) -> None:
+    manager = _l1_manager(redis_url, prefix)
+    calls: list[int] = []
+
+    @cache_with_deps(cache_manager=manager)
+    def f(x: int) -> tuple[int, int]:
+        calls.append(x)
+        add_dependency(f"x:{x}")
+        return (x, x)
+
+    assert f(1) == (1, 1)
+    lookups: list[str] = []
+    original = manager.backend.lookup
+    manager.backend.lookup = lambda key: lookups.append(key) or original(key)  # type: ignore[method-assign]
+    assert f(1) == (1, 1)
+    assert f(1) == (1, 1)
+    assert lookups == []
+    assert calls == [1]
+    manager.invalidate_dependency("x:1")  # local invalidation drops it at once
+    assert f(1) == (1, 1)
+    assert calls == [1, 1]
+    manager.close()
+
+
+def _reader(url: str, prefix: str, ready: Any, go: Any, out: Any) -> None:  # child process
+    reset_managers()
+    manager = _l1_manager(url, prefix)
+    source = redis.Redis.from_url(url)
+
+    @cache_with_deps(cache_manager=manager)
+    def profile() -> str:
+        add_dependency("user:1")
+        return source.get(f"{prefix}:truth").decode()
+
+    out.put(("first", profile()))
+    ready.set()
+    go.wait(10)
+    out.put(("cached", profile()))  # from L1: Redis's entry was deleted, L1 does not know yet
+    start = time.monotonic()
+    while profile() == "v1" and time.monotonic() - start < 5:
+        time.sleep(0.001)
+    out.put(("after", profile(), time.monotonic() - start))
+    manager.close()
+
+
+def test_invalidation_in_one_process_reaches_another_process_l1(
+    redis_url: str, prefix: str
+) -> None:
+    source = redis.Redis.from_url(redis_url)
+    source.set(f"{prefix}:truth", "v1")
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_reader, args=(redis_url, prefix, ready, go, out))
+    child.start()
+    try:
+        assert ready.wait(30)
+        assert out.get(timeout=10) == ("first", "v1")
+        writer = depcache.get_or_create_cache_manager(
+            prefix, config=RedisConfig(url=redis_url, prefix=prefix)
+        )
+        source.set(f"{prefix}:truth", "v2")
+        # the reader's L1 still holds v1 until the announcement arrives
+        go.set()
+        assert out.get(timeout=10) == ("cached", "v1")
+        assert writer.invalidate_dependency("user:1") == 1
+        label, value, elapsed = out.get(timeout=10)
+        assert (label, value) == ("after", "v2")
+        assert elapsed < 5
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+
+
+def test_a_load_overtaken_by_an_invalidation_is_not_kept() -> None:
+    l1 = LocalCache(10, 30)
+    l1.flush(active=True)
+    entry = Entry("old", None, {"m": ["user:1"]})
+    token = l1.token()  # a load begins
+    l1.invalidate(["user:1"])  # the announcement arrives before the load finishes
+    assert not l1.put("k", entry, ["user:1"], token)
+    assert l1.get("k") is None
+    fresh = l1.token()
+    assert l1.put("k", entry, ["user:1"], fresh)
+    assert l1.get("k") is entry
+    token = l1.token()
+    l1.invalidate(["other"])  # unrelated invalidations do not refuse a load
+    assert l1.put("k2", entry, ["user:1"], token)
+
+
+def test_lost_subscription_flushes_and_disables_l1_until_resubscribed(
+    redis_url: str, prefix: str
+) -> None:
+    manager = _l1_manager(redis_url, prefix)
+    assert manager.l1 is not None
+    calls: list[int] = []
+
+    @cache_with_deps(cache_manager=manager)
+    def f() -> int:
+        calls.append(1)
+        add_dependency("d")
+        return 7
+
+    f()
+    assert len(manager.l1) == 1
+    admin = redis.Redis.from_url(redis_url)
+    admin.client_kill_filter(_type="pubsub")  # drop every subscriber connection
+    assert _wait(lambda: len(manager.l1) == 0)  # type: ignore[arg-type]
+    assert _wait(lambda: manager.l1.active)  # type: ignore[union-attr]  # resubscribed
+    assert f() == 7  # from Redis, back into L1
+    assert len(manager.l1) == 1
+    assert calls == [1]
+    manager.close()
+
+
+def test_max_age_bounds_staleness(prefix: str) -> None:
+    config = depcache.ConfigBase(prefix=prefix, backend="memory", l1_size=10, l1_max_age=0.2)
+    manager = depcache.get_or_create_cache_manager(prefix, config=config)
+    assert manager.l1 is not None
+
+    @cache_with_deps(cache_manager=manager)
+    def f() -> int:
+        return 1
+
+    f()
+    assert len(manager.l1) == 1
+    time.sleep(0.3)
+    assert manager.l1.get(next(iter(manager.l1._entries))) is None
+
+
+def test_l1_is_bounded(prefix: str) -> None:
+    config = depcache.ConfigBase(prefix=prefix, backend="memory", l1_size=5)
+    manager = depcache.get_or_create_cache_manager(prefix, config=config)
+
+    @cache_with_deps(cache_manager=manager)
+    def f(i: int) -> int:
+        add_dependency("all")
+        return i
+
+    for i in range(20):
+        f(i)
+    assert manager.l1 is not None
+    assert len(manager.l1) == 5
+    manager.invalidate_dependency("all")
+    assert len(manager.l1) == 0
