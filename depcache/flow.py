@@ -135,6 +135,10 @@ def cache_flow(  # noqa: PLR0912 - one branch per step; split, the order of step
             entry = decode_entry(manager.serializer, blob, spec.exception_types)
         except CorruptEntry as exc:
             logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
+            if epoch is None:
+                # a hit does not read the epoch; 0 is older than every invalidation, so the
+                # store is refused if any dependency was invalidated within the guard window
+                epoch = 0
         else:
             if l1 is not None:
                 l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)

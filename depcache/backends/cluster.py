@@ -26,8 +26,7 @@ from ..config import RedisConfig
 from ..errors import ConfigError
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .loops import PerLoop
-from .redis_backend import lua_source
-from .redis_client import backend_errors
+from .redis_client import backend_errors, lua_source
 
 __all__ = ["AsyncRedisClusterCacheBackend", "RedisClusterCacheBackend"]
 

@@ -1,15 +1,14 @@
 """Redis backends (sync and async) on standalone Redis.
 
-Round trips: a lookup is one ``MGET`` (entry and epoch), a store is one ``EVALSHA`` of
-``lua/store.lua`` whatever the number of dependencies, and an invalidation is one ``EVALSHA``
-of ``lua/invalidate.lua`` whatever the number of entries. See ``docs/design.md``.
+Round trips: a lookup is one ``EVALSHA`` of ``lua/lookup.lua`` (the entry, or on a miss the
+epoch), a store is one ``EVALSHA`` of ``lua/store.lua`` whatever the number of dependencies,
+and an invalidation is one ``EVALSHA`` of ``lua/invalidate.lua`` whatever the number of
+entries. See ``docs/design.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from functools import cache
-from importlib.resources import files
+from collections.abc import Iterable
 from typing import Any, cast
 
 import redis
@@ -18,17 +17,17 @@ import redis.asyncio as aioredis
 from ..config import RedisConfig
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .loops import PerLoop
-from .redis_client import backend_errors, create_async_client, create_sync_client
+from .redis_client import (
+    acall_script,
+    backend_errors,
+    call_script,
+    create_async_client,
+    create_sync_client,
+)
 
 __all__ = ["AsyncRedisCacheBackend", "RedisCacheBackend"]
 
 _BATCH = 500
-
-
-@cache
-def lua_source(name: str) -> str:
-    """The text of ``lua/<name>.lua`` (read once)."""
-    return files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
 
 
 class _RedisLayout(BackendMixin):
@@ -67,9 +66,10 @@ class _RedisLayout(BackendMixin):
         return self._cache_key(key), self._epoch_key()
 
     @staticmethod
-    def _parse_lookup(reply: Sequence[Any]) -> tuple[Blob | None, int]:
-        value, epoch = reply
-        return value, int(epoch or 0)
+    def _parse_lookup(reply: Any) -> tuple[Blob | None, int | None]:
+        if isinstance(reply, bytes):
+            return reply, None  # a hit: the epoch is only needed on a miss
+        return None, int(reply[0])
 
 
 class RedisCacheBackend(_RedisLayout, CacheBackend):
@@ -90,13 +90,11 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
         super().__init__(cfg)
         self.config = cfg
         self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
-        self._store_script = self.redis.register_script(lua_source("store"))
-        self._invalidate_script = self.redis.register_script(lua_source("invalidate"))
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
-        """Entry bytes (or None) and the epoch, in one MGET."""
+        """Entry bytes, or None and the epoch, in one round trip."""
         with backend_errors(self.config):
-            return self._parse_lookup(self.redis.mget(self._lookup_keys(key)))
+            return self._parse_lookup(call_script(self.redis, "lookup", self._lookup_keys(key), ()))
 
     def store(
         self,
@@ -109,7 +107,7 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
         """Store and index atomically unless a dependency was invalidated after ``epoch``."""
         keys, args = self._store_call(key, value, ttl, dependencies, epoch)
         with backend_errors(self.config):
-            return bool(self._store_script(keys=keys, args=args))
+            return bool(call_script(self.redis, "store", keys, args))
 
     def set(
         self,
@@ -136,7 +134,7 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
         if len(keys) == 1:
             return 0
         with backend_errors(self.config):
-            return int(self._invalidate_script(keys=keys, args=args))
+            return int(call_script(self.redis, "invalidate", keys, args))
 
     def delete(self, *keys: str) -> int:
         """Delete entries; return how many existed."""
@@ -172,21 +170,6 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
     def close(self) -> None:
         """Close the connection pool."""
         self.redis.close()
-        self.redis.connection_pool.disconnect()
-
-
-class _LoopClient:
-    """An asyncio client and its scripts, for one event loop."""
-
-    __slots__ = ("client", "invalidate_script", "store_script")
-
-    def __init__(self, config: RedisConfig) -> None:
-        self.client = create_async_client(config)
-        self.store_script = self.client.register_script(lua_source("store"))
-        self.invalidate_script = self.client.register_script(lua_source("invalidate"))
-
-    async def aclose(self) -> None:
-        await self.client.aclose(close_connection_pool=True)
 
 
 class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
@@ -204,20 +187,18 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
         super().__init__(cfg)
         self.config = cfg
         create_async_client(cfg)  # validate settings now rather than on first use
-        self._clients = PerLoop(lambda: _LoopClient(cfg))
-
-    def _conn(self) -> _LoopClient:
-        return self._clients.get()
+        self._clients = PerLoop(lambda: create_async_client(cfg))
 
     @property
     def redis(self) -> aioredis.Redis:
         """The client of the running event loop."""
-        return self._conn().client
+        return self._clients.get()
 
     async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
-        """Entry bytes (or None) and the epoch, in one MGET."""
+        """Entry bytes, or None and the epoch, in one round trip."""
         with backend_errors(self.config):
-            return self._parse_lookup(await self._conn().client.mget(self._lookup_keys(key)))
+            reply = await acall_script(self._clients.get(), "lookup", self._lookup_keys(key), ())
+            return self._parse_lookup(reply)
 
     async def store(
         self,
@@ -230,7 +211,7 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
         """Store and index atomically unless a dependency was invalidated after ``epoch``."""
         keys, args = self._store_call(key, value, ttl, dependencies, epoch)
         with backend_errors(self.config):
-            return bool(await self._conn().store_script(keys=keys, args=args))
+            return bool(await acall_script(self._clients.get(), "store", keys, args))
 
     async def set(
         self,
@@ -245,7 +226,7 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
     async def get(self, key: str) -> Blob | None:
         """The entry bytes, or None."""
         with backend_errors(self.config):
-            return cast("Blob | None", await self._conn().client.get(self._cache_key(key)))
+            return cast("Blob | None", await self._clients.get().get(self._cache_key(key)))
 
     async def invalidate_dependency(self, dependency: str) -> int:
         """Delete the entries indexed under ``dependency`` (one round trip)."""
@@ -257,18 +238,18 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
         if len(keys) == 1:
             return 0
         with backend_errors(self.config):
-            return int(await self._conn().invalidate_script(keys=keys, args=args))
+            return int(await acall_script(self._clients.get(), "invalidate", keys, args))
 
     async def delete(self, *keys: str) -> int:
         """Delete entries; return how many existed."""
         if not keys:
             return 0
         with backend_errors(self.config):
-            return int(await self._conn().client.delete(*(self._cache_key(k) for k in keys)))
+            return int(await self._clients.get().delete(*(self._cache_key(k) for k in keys)))
 
     async def clear(self, pattern: str = "*") -> int:
         """Delete entries whose key matches ``pattern`` (SCAN, then UNLINK in batches)."""
-        client = self._conn().client
+        client = self._clients.get()
         removed = 0
         batch: list[bytes] = []
         with backend_errors(self.config):
@@ -284,12 +265,12 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
         with backend_errors(self.config):
-            return bool(await self._conn().client.exists(self._cache_key(key)))
+            return bool(await self._clients.get().exists(self._cache_key(key)))
 
     async def ttl(self, key: str) -> int:
         """Seconds left: -1 without expiry, -2 when missing."""
         with backend_errors(self.config):
-            return int(await self._conn().client.ttl(self._cache_key(key)))
+            return int(await self._clients.get().ttl(self._cache_key(key)))
 
     async def close(self) -> None:
         """Close the client of the running loop."""
