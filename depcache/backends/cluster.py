@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -26,12 +26,10 @@ from ..config import RedisConfig
 from ..errors import ConfigError
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .loops import PerLoop
-from .redis_client import backend_errors, lua_source
+from .redis_client import backend_errors
+from .steps import Steps, arun_steps, eval_command, run_steps
 
 __all__ = ["AsyncRedisClusterCacheBackend", "RedisClusterCacheBackend"]
-
-Command = tuple[Any, ...]
-Steps = Generator[list[Command], list[Any], Any]
 
 _PENDING = b"\x00depcache-pending:"
 _PENDING_MS = 10_000  # a placeholder outlives its store's three round trips by far
@@ -71,9 +69,6 @@ class _ClusterProtocol(BackendMixin):
 
     config: RedisConfig
 
-    def _eval(self, script: str, keys: Sequence[str], *args: Any) -> Command:
-        return ("EVAL", lua_source(script), len(keys), *keys, *args)
-
     @staticmethod
     def _ttl_ms(ttl: float | None) -> int:
         return 0 if ttl is None else max(1, round(ttl * 1000))
@@ -105,12 +100,13 @@ class _ClusterProtocol(BackendMixin):
         # 2. index under every dependency, unless one was invalidated after `epoch`
         check = "" if epoch is None else epoch
         indexed = yield [
-            self._eval("index", (self._deps_key(d), self._mark_key(d)), entry, ttl_ms, check)
+            eval_command("index", (self._deps_key(d), self._mark_key(d)), entry, ttl_ms, check)
             for d in deps
         ]
         accepted = all(int(r) == 1 for r in indexed)
         # 3. the value replaces the placeholder (or the placeholder is dropped)
-        (stored,) = yield [self._eval("commit", (entry,), token, value if accepted else "", ttl_ms)]
+        final = value if accepted else ""
+        (stored,) = yield [eval_command("commit", (entry,), token, final, ttl_ms)]
         return bool(int(stored))
 
     def _invalidate_steps(self, dependencies: Iterable[str]) -> Steps:
@@ -120,7 +116,7 @@ class _ClusterProtocol(BackendMixin):
         (epoch,) = yield [("INCR", self._epoch_key())]
         guard_ms = max(1, round(self.config.guard_seconds * 1000))
         detached = yield [
-            self._eval("detach", (self._deps_key(d), self._mark_key(d)), epoch, guard_ms)
+            eval_command("detach", (self._deps_key(d), self._mark_key(d)), epoch, guard_ms)
             for d in deps
         ]
         members = sorted({m for batch in detached for m in batch})
@@ -142,30 +138,6 @@ class _ClusterProtocol(BackendMixin):
             return 0
         deleted = yield [("DEL", self._cache_key(k)) for k in keys]
         return sum(int(n) for n in deleted)
-
-
-def _run(client: RedisCluster, steps: Steps) -> Any:
-    try:
-        batch = next(steps)
-        while True:
-            pipe = client.pipeline()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            for command in batch:
-                pipe.execute_command(*command)
-            batch = steps.send(pipe.execute())
-    except StopIteration as stop:
-        return stop.value
-
-
-async def _arun(client: AsyncRedisCluster, steps: Steps) -> Any:
-    try:
-        batch = next(steps)
-        while True:
-            pipe = client.pipeline()
-            for command in batch:
-                pipe.execute_command(*command)
-            batch = steps.send(await pipe.execute())
-    except StopIteration as stop:
-        return stop.value
 
 
 class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
@@ -197,7 +169,7 @@ class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
 
     def _do(self, steps: Steps) -> Any:
         with self._slots, backend_errors(self.config):
-            return _run(self.redis, steps)
+            return run_steps(self.redis, steps)
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """Entry bytes (or None) and the epoch, in one pipelined round trip."""
@@ -292,7 +264,7 @@ class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
         slot = self._clients.get()
         async with slot.slots:
             with backend_errors(self.config):
-                return await _arun(slot.client, steps)
+                return await arun_steps(slot.client, steps)
 
     async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """See RedisClusterCacheBackend.lookup."""

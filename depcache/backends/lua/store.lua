@@ -35,18 +35,33 @@ for i = 1, ndeps do
   -- members whose entries have expired are dropped, so an index cannot grow without bound
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   redis.call('ZADD', index, score, KEYS[1])
-  -- entries deleted or evicted leave their names behind: check two random members each time
-  for _, member in ipairs(redis.call('ZRANDMEMBER', index, 2)) do
-    if member ~= KEYS[1] and redis.call('EXISTS', member) == 0 then
-      redis.call('ZREM', index, member)
+  local size = redis.call('ZCARD', index)
+  -- entries deleted or evicted leave their names behind: large indexes check two random
+  -- members on every store, so dead names cannot pile up
+  local pruned = false
+  if size > 32 then
+    for _, member in ipairs(redis.call('ZRANDMEMBER', index, 2)) do
+      if member ~= KEYS[1] and redis.call('EXISTS', member) == 0 then
+        pruned = redis.call('ZREM', index, member) == 1 or pruned
+      end
     end
   end
   -- the index lives exactly as long as its longest-lived member
-  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-  if last[2] == 'inf' then
+  if score == '+inf' then
     redis.call('PERSIST', index)
+  elseif pruned then  -- the longest-lived member may be gone: recompute (rare)
+    local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+    if last[2] == 'inf' then
+      redis.call('PERSIST', index)
+    else
+      redis.call('PEXPIREAT', index, last[2])
+    end
   else
-    redis.call('PEXPIREAT', index, last[2])
+    local expires = redis.call('PEXPIRETIME', index)
+    -- -1: no expiry yet (a new index, or one holding a member without ttl: keep that)
+    if (expires == -1 and size == 1) or (expires >= 0 and expires < score) then
+      redis.call('PEXPIREAT', index, score)
+    end
   end
 end
 return 1

@@ -1,0 +1,1195 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark: depcache vs simple-dep-cache vs raw redis-py.
+
+    python bench/bench_core.py [--redis-url URL] [--quick] [--json out.json]
+
+Measures, in one run and against one Redis server:
+
+* ``hit``         a decorated function returning a small dict that is already cached
+                  (raw baseline: GET + JSON decode);
+* ``miss+store``  a decorated call with a new argument (a miss) whose function adds k = 1, 5, 20
+                  dependencies (raw baseline: pipelined SET + k x SADD, transaction=False; a second
+                  raw row, ``redis-py:cache-aside``, adds the GET that finds the miss);
+* ``invalidate``  invalidating one dependency that N = 10, 1,000, 10,000 entries depend on
+                  (raw baseline: SMEMBERS + DEL of the members + DEL of the set).
+
+For each it prints ops/s (median of several repeats), the ratio of time per operation to raw
+redis-py's, and the Redis commands per operation: what this process sent (counted in redis-py),
+what the server ran for it including inside Lua scripts (MONITOR), and the ``INFO commandstats``
+delta (every client).  See bench/README.md for what every column means.
+
+Exit status: 0 when every measurement ran and every sanity check passed, 2 when a library cannot
+be imported, 3 when a library raised or misbehaved (the problems are printed and in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import inspect
+import json as stdjson
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing depcache
+    sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import redis.connection  # noqa: E402
+
+try:
+    import orjson
+
+    JSON_LIB = f"orjson {orjson.__version__}"
+    jdumps: Callable[[Any], bytes | str] = orjson.dumps
+    jloads: Callable[[Any], Any] = orjson.loads
+except ImportError:  # pragma: no cover - orjson is in the bench extra
+    JSON_LIB = "json (stdlib; install orjson for the fast path)"
+    jdumps = stdjson.dumps
+    jloads = stdjson.loads
+
+RAW = "redis-py"
+RAW_ASIDE = "redis-py:cache-aside"
+SDC = "simple-dep-cache"
+DC = "depcache"
+LIBRARIES = (RAW, SDC, DC)
+
+# The targets of issue 2 (time per op / raw redis-py's time per op), and what simple-dep-cache
+# measured on the development machine when the issue was written.
+TARGETS: dict[str, float] = {"hit": 1.15, "miss+store k=5": 1.3, "invalidate N=10000": 1.2}
+ISSUE_SDC_REFERENCE = {"hit": 1.22, "miss+store k=5": 10.4, "invalidate N=10000": 1.37}
+
+MISS_KS = (1, 5, 20)
+INVALIDATION_NS = (10, 1_000, 10_000)
+
+
+def make_value(i: int) -> dict[str, Any]:
+    """The small dict every benchmarked function returns."""
+    return {"id": i, "name": f"item-{i}", "price": 12.5, "tags": ["a", "b"], "active": True}
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int  # timed repeats of each hit / miss measurement (median reported)
+    warm_seconds: float  # warmup (and calibration) time per measurement
+    repeat_seconds: float  # target duration of one timed repeat
+    max_ops: int  # cap on operations per repeat
+    count_ops: int  # operations in the untimed command-counting pass
+    inval_rounds: int  # timed invalidation rounds (after a warmup and a counting round)
+    inval_budget: int  # entries per dependency size per round: B = budget // N deps invalidated
+    inval_max_deps: int  # cap on B
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(3, 0.03, 0.06, 20_000, 30, 1, 2_000, 20)
+        return cls(15, 0.2, 0.15, 500_000, 200, 7, 10_000, 100)
+
+
+# --------------------------------------------------------------------------------------------
+# Command counting (untimed passes only)
+#
+# client side: what redis-py in this process packs and sends (commands, socket writes);
+# server side: MONITOR lines from this process's connections plus the lines of the Lua scripts
+#              they called, so other clients of a busy server do not count; without MONITOR
+#              (e.g. forbidden by an ACL) the INFO commandstats delta, which counts every client.
+# The INFO commandstats delta is recorded in any case.
+# --------------------------------------------------------------------------------------------
+
+_SUBCOMMANDS = {"script", "client", "config", "object", "memory", "function", "cluster", "xinfo"}
+_SCRIPT_CALLS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _command_name(words: list[str]) -> str:
+    name = words[0].lower()
+    if name in _SUBCOMMANDS and len(words) > 1:
+        return f"{name}|{words[1].lower()}"
+    return name
+
+
+def _packed_name(args: tuple[Any, ...]) -> str:
+    words = _text(args[0]).split()
+    if len(words) == 1 and len(args) > 1:
+        words.append(_text(args[1]))
+    return _command_name(words)
+
+
+class ClientCounter:
+    """Counts the commands and the socket writes (round trips) redis-py makes in this process,
+    and notes the local ports of the connections used (to find them in MONITOR's output).
+
+    Patches redis-py's command packers and the connection's ``send_packed_command`` while
+    active.
+    """
+
+    def __init__(self) -> None:
+        self.commands: Counter[str] = Counter()
+        self.writes = 0
+        self.ports: set[str] = set()
+        self.unattributable = False  # a connection without a TCP port (unix socket)
+        self._undo: list[Callable[[], None]] = []
+
+    def _patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
+        own = cls.__dict__[name]
+        setattr(cls, name, make(own))
+        self._undo.append(lambda: setattr(cls, name, own))
+
+    def __enter__(self) -> ClientCounter:
+        counter = self
+
+        def count_pack(orig: Any) -> Any:
+            def pack(self: Any, *args: Any) -> Any:
+                counter.commands[_packed_name(args)] += 1
+                return orig(self, *args)
+
+            return pack
+
+        def count_send(orig: Any) -> Any:
+            def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+                counter.writes += 1
+                result = orig(self, *args, **kwargs)
+                try:
+                    address = self._sock.getsockname()
+                except (AttributeError, OSError):
+                    address = None
+                if isinstance(address, tuple):
+                    counter.ports.add(str(address[1]))
+                else:
+                    counter.unattributable = True
+                return result
+
+            return send_packed_command
+
+        for cls_name in ("PythonRespSerializer", "HiredisRespSerializer"):
+            cls = getattr(redis.connection, cls_name, None)
+            if cls is not None and "pack" in cls.__dict__:
+                self._patch(cls, "pack", count_pack)
+        # patch the one class that defines it, so that it is counted once
+        for conn_cls in redis.connection.Connection.__mro__:
+            if "send_packed_command" in conn_cls.__dict__:
+                self._patch(conn_cls, "send_packed_command", count_send)
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+def server_commandstats(admin: redis.Redis) -> Counter[str]:
+    info = admin.info("commandstats")
+    return Counter(
+        {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in info.items()}
+    )
+
+
+class Monitor:
+    """Reads MONITOR's output for one counting pass (after the pass: Redis buffers it)."""
+
+    def __init__(self, admin: redis.Redis, probe_key: str) -> None:
+        self.admin = admin
+        self.available = True
+        self.lua_after_call = True  # Redis 7.0 prints a script's commands after its EVALSHA
+        self.error: str | None = None
+        self.overhead: Counter[str] = Counter()  # commands a session itself adds to commandstats
+        try:
+            # what a session adds to commandstats: its connection's handshake, MONITOR, ECHO
+            # (the least of three tries, and only those commands: others may be busy)
+            for attempt in range(3):
+                before = server_commandstats(admin)
+                with self.session():
+                    pass
+                delta = server_commandstats(admin) - before
+                own = Counter(
+                    {
+                        name: n
+                        for name, n in delta.items()
+                        if name in ("hello", "monitor", "echo", "auth", "select")
+                        or name.startswith("client|")
+                    }
+                )
+                self.overhead = own if attempt == 0 else self.overhead & own
+            # which comes first: a script call's line, or the lines of the commands it ran?
+            # (identified by a unique key: other clients may be running scripts meanwhile)
+            with self.session() as lines:
+                admin.eval("return redis.call('EXISTS', KEYS[1])", 1, probe_key)
+            call = [
+                n
+                for n, line in enumerate(lines)
+                if line["client_type"] != "lua" and probe_key in line["command"]
+            ]
+            inner = [
+                n
+                for n, line in enumerate(lines)
+                if line["client_type"] == "lua" and probe_key in line["command"]
+            ]
+            if len(call) != 1 or len(inner) != 1 or abs(call[0] - inner[0]) != 1:
+                raise RuntimeError(f"unexpected MONITOR output {lines[:20]!r}")
+            self.lua_after_call = inner[0] > call[0]
+        except Exception as exc:  # no MONITOR: fall back to commandstats
+            self.available, self.error = False, f"{type(exc).__name__}: {exc}"
+
+    @contextmanager
+    def session(self) -> Iterator[list[dict[str, Any]]]:
+        lines: list[dict[str, Any]] = []
+        monitor = self.admin.monitor()  # type: ignore[no-untyped-call]
+        monitor.__enter__()
+        try:
+            yield lines
+            token = f"dcbench-monitor-end-{uuid.uuid4().hex}"
+            self.admin.echo(token)
+            while True:
+                line = monitor.next_command()
+                if token in line["command"]:
+                    break
+                lines.append(line)
+        finally:
+            monitor.__exit__()
+
+    def attribute(
+        self, lines: list[dict[str, Any]], ports: set[str]
+    ) -> tuple[Counter[str], Counter[str], int]:
+        """(commands our connections sent, commands our scripts ran, lines of other clients)."""
+        own: Counter[str] = Counter()
+        scripts: Counter[str] = Counter()
+        others = 0
+        pending: list[str] = []  # script lines waiting for their call (when printed before it)
+        last_call_ours = False
+        for line in lines:
+            name = _command_name(line["command"].split(" ", 2) or ["?"])
+            if line["client_type"] == "lua":
+                if not self.lua_after_call:
+                    pending.append(name)
+                elif last_call_ours:
+                    scripts[name] += 1
+                else:
+                    others += 1
+                continue
+            ours = line["client_port"] in ports
+            is_call = name in _SCRIPT_CALLS
+            if ours:
+                own[name] += 1
+            else:
+                others += 1
+            if self.lua_after_call:
+                last_call_ours = ours and is_call
+            else:
+                if ours and is_call:
+                    scripts.update(pending)
+                else:
+                    others += len(pending)
+                pending = []
+        return own, scripts, others + len(pending)
+
+
+@dataclass
+class CommandCount:
+    ops: int = 0
+    seconds: float = 0.0  # length of the counting windows
+    writes: int = 0
+    client: Counter[str] = field(default_factory=Counter)  # packed by redis-py here
+    server: Counter[str] = field(default_factory=Counter)  # run by the server for us
+    scripts: Counter[str] = field(default_factory=Counter)  # the part of server run in scripts
+    commandstats: Counter[str] = field(default_factory=Counter)  # INFO delta, all clients
+    others: int = 0  # commands of other clients seen by MONITOR in the windows
+    commandstats_reset: bool = False  # the counters went down during a pass: delta unusable
+    source: str = ""  # "monitor" or "commandstats"
+
+    def per_op(self, counter: Counter[str]) -> dict[str, float]:
+        if not self.ops:
+            return {}
+        return {name: round(n / self.ops, 3) for name, n in sorted(counter.items()) if n}
+
+    def total_per_op(self, counter: Counter[str]) -> float | None:
+        return round(sum(counter.values()) / self.ops, 3) if self.ops else None
+
+
+# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def timed_loop(op: Callable[[int], Any], start: int, n: int) -> float:
+    """Run op(start) ... op(start + n - 1) with the GC off; return elapsed seconds."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for i in range(start, start + n):
+            op(i)
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def timed_calls(op: Callable[[str], int], args: list[str]) -> tuple[float, list[int]]:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        results = [op(a) for a in args]
+        return time.perf_counter() - t0, results
+    finally:
+        gc.enable()
+
+
+class Indexes:
+    """Hands out fresh argument ranges so that miss iterations never repeat an argument."""
+
+    def __init__(self) -> None:
+        self._next = 1_000_000
+
+    def take(self, n: int) -> int:
+        start = self._next
+        self._next += n
+        return start
+
+
+# --------------------------------------------------------------------------------------------
+# The three contenders
+# --------------------------------------------------------------------------------------------
+
+
+class Problem(Exception):
+    """A library misbehaved: the measurement would be meaningless."""
+
+
+class RawRedis:
+    name = RAW
+
+    def __init__(self, url: str, prefix: str, ttl: int | None) -> None:
+        self.r = redis.Redis.from_url(url)
+        self.p = prefix
+        self.ttl = ttl
+
+    def hit_op(self) -> Callable[[int], Any]:
+        key = f"{self.p}:hit"
+        self.r.set(key, jdumps(make_value(1)), ex=self.ttl)
+        r, loads = self.r, jloads
+
+        def op(i: int) -> Any:
+            return loads(r.get(key))
+
+        if op(0) != make_value(1):
+            raise Problem("raw hit returned a different value")
+        return op
+
+    def miss_op(self, k: int, *, aside: bool) -> Callable[[int], Any]:
+        p, r, ttl, dumps = self.p, self.r, self.ttl, jdumps
+        deps = [f"{p}:d:k{k}:{j}" for j in range(k)]
+        kind = "a" if aside else "m"
+
+        def op(i: int) -> Any:
+            key = f"{p}:{kind}{k}:{i}"
+            if aside and r.get(key) is not None:
+                raise Problem(f"raw cache-aside found {key}")
+            value = make_value(i)
+            pipe = r.pipeline(transaction=False)
+            pipe.set(key, dumps(value), ex=ttl)
+            for dep in deps:
+                pipe.sadd(dep, key)
+            pipe.execute()
+            return value
+
+        return op
+
+    def populate(self, entries: dict[str, list[str]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for dep, keys in entries.items():
+            for n, key in enumerate(keys):
+                full = f"{self.p}:{key}"
+                pipe.set(full, jdumps(make_value(n)), ex=self.ttl)
+                pipe.sadd(f"{self.p}:d:{dep}", full)
+                if len(pipe) >= 2_000:
+                    pipe.execute()
+        pipe.execute()
+
+    def invalidate_op(self) -> Callable[[str], int]:
+        r, p = self.r, self.p
+
+        def op(dep: str) -> int:
+            dep_key = f"{p}:d:{dep}"
+            members = r.smembers(dep_key)
+            if not members:
+                return 0
+            pipe = r.pipeline(transaction=False)
+            pipe.delete(*members)
+            pipe.delete(dep_key)
+            removed: int = pipe.execute()[0]
+            return removed
+
+        return op
+
+    def exists(self, key: str) -> bool:
+        return bool(self.r.exists(f"{self.p}:{key}"))
+
+    def close(self) -> None:
+        self.r.close()
+
+
+class DecoratorLibrary:
+    """simple-dep-cache and depcache share a seed API: one adapter drives both."""
+
+    name: str
+    ttl: int | None
+    manager_name: str
+
+    def __init__(self, module: Any, manager: Any) -> None:
+        self.lib = module
+        self.manager = manager
+        self.calls = 0  # how many times a decorated body ran (== misses)
+
+    def decorate(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        deco: Callable[..., Any] = self.lib.cache_with_deps(name=self.manager_name, ttl=self.ttl)
+        return deco(func)  # type: ignore[no-any-return]
+
+    def hit_op(self) -> Callable[[int], Any]:
+        add = self.lib.add_dependency
+
+        def hit_target(x: int) -> dict[str, Any]:
+            self.calls += 1
+            add("hit-dep")
+            return make_value(x)
+
+        cached = self.decorate(hit_target)
+        first = cached(1)
+        second = cached(1)
+        if first != make_value(1) or second != make_value(1):
+            raise Problem(f"{self.name}: hit returned {second!r}, expected {make_value(1)!r}")
+        if self.calls != 1:
+            raise Problem(f"{self.name}: second call of f(1) was not a hit ({self.calls} calls)")
+
+        def op(i: int) -> Any:
+            return cached(1)
+
+        return op
+
+    def miss_op(self, k: int) -> Callable[[int], Any]:
+        add = self.lib.add_dependency
+        deps = [f"k{k}:{j}" for j in range(k)]
+
+        def miss_target(i: int) -> dict[str, Any]:
+            self.calls += 1
+            for dep in deps:
+                add(dep)
+            return make_value(i)
+
+        cached: Callable[[int], Any] = self.decorate(miss_target)
+        return cached
+
+    def populate(self, entries: dict[str, list[str]]) -> None:
+        """Store the entries through the manager's public set() (untimed set-up)."""
+        manager, ttl = self.manager, self.ttl
+        for dep, keys in entries.items():
+            deps = {dep}
+            for n, key in enumerate(keys):
+                manager.set(key, make_value(n), ttl=ttl, dependencies=deps)
+
+    def invalidate_op(self) -> Callable[[str], int]:
+        op: Callable[[str], int] = self.manager.invalidate_dependency
+        return op
+
+    def exists(self, key: str) -> bool:
+        return bool(self.manager.exists(key))
+
+    def close(self) -> None:
+        backend = getattr(self.manager, "backend", None)
+        client = getattr(backend, "redis", None) or getattr(backend, "_redis", None)
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
+class SimpleDepCache(DecoratorLibrary):
+    def populate(self, entries: dict[str, list[str]]) -> None:
+        """Write exactly what simple-dep-cache's set() writes (SETEX entry, SADD to the
+        dependency set, EXPIRE the set), with its own key functions and serializer, but
+        pipelined: its set() costs 3-4 round trips per entry, which made set-up dominate the run.
+        A sample is read back through the manager to prove the layout."""
+        backend, ttl = self.manager.backend, self.ttl
+        dump = backend.serializer.dump
+        pipe = backend.redis.pipeline(transaction=False)
+        for dep, keys in entries.items():
+            dep_key = backend._deps_key(dep)
+            for n, key in enumerate(keys):
+                cache_key = backend._cache_key(key)
+                pipe.set(cache_key, dump(make_value(n)), ex=ttl)
+                pipe.sadd(dep_key, cache_key)
+                if len(pipe) >= 2_000:
+                    pipe.execute()
+            if ttl:
+                pipe.expire(dep_key, ttl)
+        pipe.execute()
+        for keys in entries.values():
+            if self.manager.get(keys[-1]) != make_value(len(keys) - 1):
+                raise Problem("simple-dep-cache did not read back a populated entry")
+
+
+def make_sdc(url: str, prefix: str, ttl: int | None) -> DecoratorLibrary:
+    import simple_dep_cache  # noqa: PLC0415 - optional: --libs can leave it out
+    from simple_dep_cache.manager import get_or_create_cache_manager  # noqa: PLC0415
+
+    adapter_name = f"{prefix}-sdc"
+    manager = get_or_create_cache_manager(
+        name=adapter_name,
+        config=simple_dep_cache.RedisConfig(url=url, prefix=adapter_name),
+    )
+    lib = SimpleDepCache(simple_dep_cache, manager)
+    lib.name, lib.ttl, lib.manager_name = SDC, ttl, adapter_name
+    return lib
+
+
+def make_depcache(url: str, prefix: str, ttl: int | None) -> DecoratorLibrary:
+    import depcache  # noqa: PLC0415 - optional: --libs can leave it out
+
+    adapter_name = f"{prefix}-dc"
+    options: dict[str, Any] = {"url": url, "prefix": adapter_name}
+    if "l1_size" in inspect.signature(depcache.RedisConfig).parameters:
+        options["l1_size"] = 0  # measure the Redis path, whatever DEP_CACHE_L1_SIZE says
+    manager = depcache.get_or_create_cache_manager(
+        name=adapter_name, config=depcache.RedisConfig(**options)
+    )
+    lib = DecoratorLibrary(depcache, manager)
+    lib.name, lib.ttl, lib.manager_name = DC, ttl, adapter_name
+    return lib
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    operation: str  # "hit", "miss+store", "invalidate"
+    param: str  # "", "k=5", "N=10000"
+    library: str
+    seconds_per_op: list[float] = field(default_factory=list)  # one per repeat
+    ops_per_repeat: int = 0
+    commands: CommandCount = field(default_factory=CommandCount)
+    error: str | None = None
+    ops_run: int = 0  # every op run, timed or not (warmup, counting)
+    last_arg: int = 0  # the last argument a miss op was called with
+
+    @property
+    def label(self) -> str:
+        return f"{self.operation} {self.param}".strip()
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds_per_op) if self.seconds_per_op else None
+
+    @property
+    def spread(self) -> float | None:
+        """Half the min-max range of the repeats, relative to the median."""
+        med = self.median
+        if not med or len(self.seconds_per_op) < 2:
+            return None
+        return (max(self.seconds_per_op) - min(self.seconds_per_op)) / 2 / med
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def row(self, operation: str, param: str, library: str) -> Row:
+        row = Row(operation, param, library)
+        self.rows.append(row)
+        return row
+
+    def problem(self, row: Row | None, message: str) -> None:
+        where = f"[{row.label} / {row.library}] " if row else ""
+        self.problems.append(where + message)
+        if row is not None and row.error is None:
+            row.error = message
+        print(f"  PROBLEM {where}{message}", file=sys.stderr, flush=True)
+
+    def baseline(self, row: Row, library: str = RAW) -> Row | None:
+        for other in self.rows:
+            if other.label == row.label and other.library == library:
+                return other
+        return None
+
+    def ratio(self, row: Row, library: str = RAW) -> float | None:
+        base = self.baseline(row, library)
+        if base is None or base.median is None or row.median is None:
+            return None
+        return row.median / base.median
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.url: str = args.redis_url
+        self.settings = settings
+        self.ttl: int | None = args.ttl or None
+        self.admin = redis.Redis.from_url(self.url)
+        self.run_prefix = f"dcbench-{uuid.uuid4().hex[:10]}"
+        self.report = Report()
+        self.indexes = Indexes()
+        self.libs: dict[str, Any] = {}
+        self.monitor = Monitor(self.admin, f"{self.run_prefix}-probe")
+
+    # ---- counting -------------------------------------------------------------------------
+
+    @contextmanager
+    def counting(self, record: CommandCount, ops: int) -> Iterator[None]:
+        """Count the commands of the code in the block, which runs ``ops`` operations."""
+        monitor = self.monitor
+        before = server_commandstats(self.admin)
+        t0 = time.perf_counter()
+        session: AbstractContextManager[list[dict[str, Any]]] = (
+            monitor.session() if monitor.available else nullcontext([])
+        )
+        with session as lines, ClientCounter() as client:
+            yield
+        seconds = time.perf_counter() - t0
+        after = server_commandstats(self.admin)
+        if any(after[name] < n for name, n in before.items()):
+            record.commandstats_reset = True  # someone ran CONFIG RESETSTAT meanwhile
+        delta = after - before  # keeps positive counts only
+        delta.pop("info", None)  # ours
+        if monitor.available:
+            delta.subtract(monitor.overhead)  # MONITOR's own connection, MONITOR and ECHO
+            delta = +delta
+        record.ops += ops
+        record.seconds += seconds
+        record.writes += client.writes
+        record.client.update(client.commands)
+        record.commandstats.update(delta)
+        if monitor.available and not client.unattributable:
+            own, scripts, others = monitor.attribute(lines, client.ports)
+            record.source = "monitor"
+            record.server.update(own + scripts)
+            record.scripts.update(scripts)
+            record.others += others
+        else:
+            record.source = "commandstats"
+            record.server.update(delta)
+            extra = Counter(delta)
+            extra.subtract(client.commands)
+            record.scripts.update(+extra)
+
+    # ---- setup / teardown -----------------------------------------------------------------
+
+    def setup(self, wanted: list[str]) -> None:
+        self.admin.ping()
+        factories: dict[str, Callable[[str, str, int | None], Any]] = {
+            RAW: lambda url, prefix, ttl: RawRedis(url, f"{prefix}-raw", ttl),
+            SDC: make_sdc,
+            DC: make_depcache,
+        }
+        for name in wanted:
+            try:
+                self.libs[name] = factories[name](self.url, self.run_prefix, self.ttl)
+            except ImportError as exc:
+                print(
+                    f"cannot import {name}: {exc} (pip install -e '.[bench]'; "
+                    "or pass --libs to leave it out)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2) from exc
+
+    def cleanup(self) -> int:
+        removed = 0
+        keys: list[bytes] = []
+        for key in self.admin.scan_iter(match=f"{self.run_prefix}-*", count=1_000):
+            keys.append(key)
+            if len(keys) >= 1_000:
+                removed += self.admin.unlink(*keys)
+                keys = []
+        if keys:
+            removed += self.admin.unlink(*keys)
+        for lib in self.libs.values():
+            with suppress(Exception):  # closing is best effort
+                lib.close()
+        self.admin.close()
+        return removed
+
+    # ---- hit and miss+store ---------------------------------------------------------------
+
+    def args_for(self, row: Row, n: int, fresh: bool) -> int:
+        """The first argument of n ops for row (fresh arguments for misses)."""
+        start = self.indexes.take(n) if fresh else 0
+        row.ops_run += n
+        row.last_arg = start + n - 1
+        return start
+
+    def calibrate(self, row: Row, op: Callable[[int], Any], fresh: bool) -> int:
+        """Warm op up for warm_seconds; return ops per timed repeat."""
+        s = self.settings
+        batch, spent, per_op = 8, 0.0, 0.0
+        while spent < s.warm_seconds:
+            start = self.args_for(row, batch, fresh)
+            elapsed = timed_loop(op, start, batch)
+            spent += elapsed
+            per_op = elapsed / batch
+            batch = min(batch * 2, s.max_ops)
+        return max(10, min(s.max_ops, int(s.repeat_seconds / max(per_op, 1e-9))))
+
+    def measure_ops(
+        self, operation: str, param: str, ops: dict[str, Callable[[int], Any]], fresh: bool
+    ) -> None:
+        """Time every contender on one operation; repeats interleave the contenders."""
+        s = self.settings
+        rows = {name: self.report.row(operation, param, name) for name in ops}
+        live: dict[str, Callable[[int], Any]] = {}
+        for name, op in ops.items():
+            row = rows[name]
+            try:
+                row.ops_per_repeat = self.calibrate(row, op, fresh)
+                start = self.args_for(row, s.count_ops, fresh)
+                with self.counting(row.commands, s.count_ops):
+                    for i in range(start, start + s.count_ops):
+                        op(i)
+                live[name] = op
+            except Exception as exc:  # report it, go on with the others
+                self.report.problem(row, f"raised {exc!r}")
+                traceback.print_exc()
+        names = list(live)
+        for repeat in range(s.repeats):
+            shift = repeat % len(names) if names else 0
+            for name in names[shift:] + names[:shift]:
+                row = rows[name]
+                if row.error:
+                    continue
+                n = row.ops_per_repeat
+                start = self.args_for(row, n, fresh)
+                try:
+                    row.seconds_per_op.append(timed_loop(live[name], start, n) / n)
+                except Exception as exc:
+                    self.report.problem(row, f"raised {exc!r}")
+                    traceback.print_exc()
+        for name, row in rows.items():
+            if row.median:
+                print(f"  {row.label:<20} {name:<22} {1 / row.median:>10,.0f} ops/s", flush=True)
+
+    def bench_hit(self) -> None:
+        ops: dict[str, Callable[[int], Any]] = {}
+        for name, lib in self.libs.items():
+            row_for_error = Row("hit", "", name)
+            try:
+                ops[name] = lib.hit_op()
+            except Exception as exc:
+                self.report.rows.append(row_for_error)
+                self.report.problem(row_for_error, f"setup raised {exc!r}")
+        before = {name: getattr(lib, "calls", 0) for name, lib in self.libs.items()}
+        self.measure_ops("hit", "", ops, fresh=False)
+        for name, lib in self.libs.items():
+            if isinstance(lib, DecoratorLibrary) and lib.calls != before[name]:
+                row = self.report.baseline(Row("hit", "", name), name)
+                self.report.problem(
+                    row, f"the function body ran {lib.calls - before[name]} times during hits"
+                )
+
+    def bench_miss(self, k: int) -> None:
+        ops: dict[str, Callable[[int], Any]] = {}
+        raw = self.libs.get(RAW)
+        if raw is not None:
+            ops[RAW] = raw.miss_op(k, aside=False)
+            ops[RAW_ASIDE] = raw.miss_op(k, aside=True)
+        for name, lib in self.libs.items():
+            if isinstance(lib, DecoratorLibrary):
+                ops[name] = lib.miss_op(k)
+        counts = {name: lib.calls for name, lib in self.libs.items() if hasattr(lib, "calls")}
+        self.measure_ops("miss+store", f"k={k}", ops, fresh=True)
+        for name, lib in self.libs.items():
+            if not isinstance(lib, DecoratorLibrary):
+                continue
+            row = self.report.baseline(Row("miss+store", f"k={k}", name), name)
+            if row is None or row.error:
+                continue
+            ran = lib.calls - counts[name]
+            if ran != row.ops_run:  # every call had a new argument: every one is a miss
+                self.report.problem(
+                    row, f"{row.ops_run} calls with new arguments ran the body {ran} times"
+                )
+            # the last stored entry must now be a hit
+            before = lib.calls
+            value = ops[name](row.last_arg)
+            if value != make_value(row.last_arg) or lib.calls != before:
+                self.report.problem(row, "a stored entry was not served as a hit")
+
+    # ---- invalidation ---------------------------------------------------------------------
+
+    def bench_invalidate(self, n: int) -> None:
+        s = self.settings
+        param = f"N={n}"
+        n_deps = max(1, min(s.inval_max_deps, s.inval_budget // n))
+        names = list(self.libs)
+        rows = {name: self.report.row("invalidate", param, name) for name in names}
+        ops = {name: lib.invalidate_op() for name, lib in self.libs.items()}
+        # warmup: a few entries under one dependency (loads scripts, opens connections), then
+        # an untimed round of one dependency with n entries that counts the commands
+        warm = {f"n{n}-warm": [f"e{n}-warm-{j}" for j in range(min(n, 10))]}
+        counted = {f"n{n}-count": [f"e{n}-count-{j}" for j in range(n)]}
+        for name, lib in self.libs.items():
+            try:
+                lib.populate(warm)
+                self.check_invalidate(rows[name], lib, ops[name], warm)
+                lib.populate(counted)
+                with self.counting(rows[name].commands, len(counted)):
+                    _, removed = timed_calls(ops[name], list(counted))
+                self.check_invalidate(rows[name], lib, ops[name], counted, removed)
+            except Exception as exc:
+                self.report.problem(rows[name], f"raised {exc!r}")
+                traceback.print_exc()
+        for rnd in range(1, s.inval_rounds + 1):
+            deps = [f"n{n}-r{rnd}-d{b}" for b in range(n_deps)]
+            entries = {
+                dep: [f"e{n}-r{rnd}-d{b}-{j}" for j in range(n)] for b, dep in enumerate(deps)
+            }
+            live = [name for name in names if not rows[name].error]
+            shift = rnd % len(live) if live else 0
+            for name in live[shift:] + live[:shift]:
+                row, lib = rows[name], self.libs[name]
+                try:
+                    lib.populate(entries)
+                    elapsed, removed = timed_calls(ops[name], deps)
+                    row.seconds_per_op.append(elapsed / len(deps))
+                    row.ops_per_repeat = len(deps)
+                    self.check_invalidate(row, lib, ops[name], entries, removed)
+                except Exception as exc:
+                    self.report.problem(row, f"raised {exc!r}")
+                    traceback.print_exc()
+        for name, row in rows.items():
+            if row.median:
+                print(
+                    f"  {row.label:<20} {name:<22} {1 / row.median:>10,.1f} ops/s"
+                    f"  ({n_deps} dep(s) x {n} entries per round)",
+                    flush=True,
+                )
+
+    def check_invalidate(
+        self,
+        row: Row,
+        lib: Any,
+        op: Callable[[str], int],
+        entries: dict[str, list[str]],
+        removed: list[int] | None = None,
+    ) -> None:
+        """Invalidate (unless done: ``removed``) and check that every entry went."""
+        if removed is None:
+            removed = [op(dep) for dep in entries]
+        expected = [len(keys) for keys in entries.values()]
+        if removed != expected:
+            self.report.problem(row, f"invalidate returned {removed[:5]}, expected {expected[:5]}")
+        sample = [keys[i] for keys in entries.values() for i in (0, -1)]
+        left = [key for key in sample if lib.exists(key)]
+        if left:
+            self.report.problem(row, f"entries still present after it: {left[:4]}")
+
+    # ---- driver ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        phases: list[tuple[str, Callable[[], None]]] = [("hit", self.bench_hit)]
+        phases += [(f"miss+store k={k}", partial(self.bench_miss, k)) for k in MISS_KS]
+        phases += [
+            (f"invalidate N={n}", partial(self.bench_invalidate, n)) for n in INVALIDATION_NS
+        ]
+        for title, phase in phases:
+            print(f"{title}  (t={time.perf_counter() - t0:.1f} s)", flush=True)
+            phase()
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(counter: dict[str, float]) -> str:
+    return ", ".join(f"{name} {n:g}" for name, n in sorted(counter.items(), key=lambda x: -x[1]))
+
+
+def print_table(report: Report, meta: dict[str, Any]) -> None:
+    headers = [
+        "operation",
+        "library",
+        "ops/s",
+        "us/op",
+        "+-%",
+        "x raw",
+        "target",
+        "x aside",
+        "RT/op",
+        "sent/op",
+        "cmds/op",
+        "stats/op",
+    ]
+    lines: list[list[str]] = []
+    breakdown: list[tuple[str, str, str, str]] = []
+    for row in report.rows:
+        med = row.median
+        ratio = report.ratio(row)
+        aside = report.ratio(row, RAW_ASIDE) if row.operation == "miss+store" else None
+        target = TARGETS.get(row.label)
+        target_cell = ""
+        if target is not None and row.library not in (RAW, RAW_ASIDE):
+            verdict = "" if ratio is None else (" ok" if ratio <= target else " MISSED")
+            target_cell = f"<={target:g}{verdict}"
+        c = row.commands
+        spread = row.spread
+        stats_cell = "-" if not c.ops else f"{c.total_per_op(c.commandstats):g}"
+        if c.commandstats_reset:
+            stats_cell = "reset"
+        lines.append(
+            [
+                row.label,
+                row.library + (" (ERROR)" if row.error else ""),
+                f"{1 / med:,.0f}" if med else "-",
+                f"{med * 1e6:,.1f}" if med else "-",
+                f"{spread * 100:.0f}" if spread is not None else "-",
+                f"{ratio:.2f}" if ratio is not None else "-",
+                target_cell,
+                f"{aside:.2f}" if aside is not None else "",
+                f"{c.writes / c.ops:g}" if c.ops else "-",
+                f"{c.total_per_op(c.client):g}" if c.ops else "-",
+                f"{c.total_per_op(c.server):g}" if c.ops else "-",
+                stats_cell,
+            ]
+        )
+        if c.ops:
+            breakdown.append(
+                (row.label, row.library, _fmt(c.per_op(c.client)), _fmt(c.per_op(c.scripts)))
+            )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    right = {2, 3, 4, 5, 7, 8, 9, 10, 11}
+
+    def fmt_line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        )
+
+    print()
+    print(
+        f"depcache benchmark  redis {meta['redis_server']} at {meta['redis_url']}  "
+        f"redis-py {meta['redis_py']}  python {meta['python']}  decode: {meta['json']}"
+    )
+    print(
+        f"mode: {'quick' if meta['quick'] else 'full'}  ttl: {meta['ttl']}  "
+        f"repeats: {meta['repeats']} (hit/miss), {meta['invalidation_rounds']} (invalidate)"
+    )
+    counting = meta.get("counting", {})
+    if counting.get("source") == "monitor":
+        print(
+            f"commands counted with MONITOR; other clients ran "
+            f"~{counting['other_clients_per_second']:,.0f} commands/s on this Redis meanwhile"
+            + (" (not idle: expect noisy timings)" if counting["other_clients_per_second"] else "")
+        )
+    else:
+        print(
+            f"commands counted with INFO commandstats only (MONITOR: {counting.get('error')}); "
+            "cmds/op includes other clients' commands if the server was not idle"
+        )
+    print()
+    print(fmt_line(headers))
+    print(fmt_line(["-" * w for w in widths]))
+    previous = None
+    for row, line in zip(report.rows, lines, strict=True):
+        if previous is not None and row.label != previous:
+            print()
+        previous = row.label
+        print(fmt_line(line))
+    print()
+    print(
+        "x raw = time per op / redis-py's time per op (median of the repeats); "
+        "x aside = the same against redis-py:cache-aside (GET + pipelined SET/SADD)."
+    )
+    print(
+        "RT/op = socket writes (round trips) per op; sent/op = commands this process sent; "
+        "cmds/op = commands the server ran for the op, incl. inside Lua scripts (MONITOR); "
+        "stats/op = INFO commandstats delta per op (every client)."
+    )
+    print(
+        "Issue 2 quoted simple-dep-cache at "
+        + ", ".join(f"{k} {v}x" for k, v in ISSUE_SDC_REFERENCE.items())
+        + "."
+    )
+    print()
+    print("Commands per operation")
+    w0 = max(len(b[0]) for b in breakdown) if breakdown else 10
+    w1 = max(len(b[1]) for b in breakdown) if breakdown else 10
+    for label, library, sent, extra in breakdown:
+        text = f"  {label:<{w0}}  {library:<{w1}}  sent: {sent or '-'}"
+        if extra:
+            text += f"  | in scripts: {extra}"
+        print(text)
+    if report.problems:
+        print()
+        print("PROBLEMS (these measurements are not valid):")
+        for problem in report.problems:
+            print(f"  - {problem}")
+
+
+def to_json(report: Report, meta: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for row in report.rows:
+        c = row.commands
+        med = row.median
+        rows.append(
+            {
+                "operation": row.operation,
+                "param": row.param,
+                "label": row.label,
+                "library": row.library,
+                "ops_per_sec": 1 / med if med else None,
+                "seconds_per_op_median": med,
+                "seconds_per_op_min": min(row.seconds_per_op) if row.seconds_per_op else None,
+                "seconds_per_op_repeats": row.seconds_per_op,
+                "ops_per_repeat": row.ops_per_repeat,
+                "ratio_to_raw": report.ratio(row),
+                "ratio_to_raw_cache_aside": (
+                    report.ratio(row, RAW_ASIDE) if row.operation == "miss+store" else None
+                ),
+                "target_ratio": TARGETS.get(row.label),
+                "round_trips_per_op": c.writes / c.ops if c.ops else None,
+                "commands_sent_per_op": sum(c.client.values()) / c.ops if c.ops else None,
+                "commands_sent_breakdown": c.per_op(c.client),
+                "server_commands_per_op": c.total_per_op(c.server),
+                "server_commands_breakdown": c.per_op(c.server),
+                "script_commands_breakdown": c.per_op(c.scripts),
+                "commandstats_per_op": (
+                    None if c.commandstats_reset else c.total_per_op(c.commandstats)
+                ),
+                "commandstats_reset": c.commandstats_reset,
+                "commandstats_breakdown": c.per_op(c.commandstats),
+                "counting_source": c.source,
+                "counted_ops": c.ops,
+                "error": row.error,
+            }
+        )
+    return {"meta": meta, "rows": rows, "problems": report.problems}
+
+
+def metadata(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    server = bench.admin.info("server")
+    return {
+        "redis_url": redact(bench.url),
+        "redis_server": server.get("redis_version"),
+        "redis_py": redis.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "json": JSON_LIB,
+        "depcache": version("depcache"),
+        "simple_dep_cache": version("simple-dep-cache"),
+        "quick": args.quick,
+        "ttl": bench.ttl,
+        "repeats": bench.settings.repeats,
+        "invalidation_rounds": bench.settings.inval_rounds,
+        "settings": bench.settings.__dict__,
+        "targets": TARGETS,
+        "run_prefix": bench.run_prefix,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def counting_summary(bench: Bench) -> dict[str, Any]:
+    counts = [row.commands for row in bench.report.rows if row.commands.ops]
+    seconds = sum(c.seconds for c in counts)
+    return {
+        "source": "monitor" if bench.monitor.available else "commandstats",
+        "error": bench.monitor.error,
+        "other_clients_per_second": sum(c.others for c in counts) / seconds if seconds else 0.0,
+    }
+
+
+def redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis to run against (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    parser.add_argument("--quick", action="store_true", help="few, short repeats (< 30 s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="ttl in seconds for every entry, 0 for none (default 3600)",
+    )
+    parser.add_argument(
+        "--libs",
+        default=",".join(LIBRARIES),
+        help=f"comma-separated subset of {','.join(LIBRARIES)}",
+    )
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.libs.split(",") if name.strip()]
+    unknown = set(wanted) - set(LIBRARIES)
+    if unknown:
+        parser.error(f"unknown --libs {sorted(unknown)}")
+    if RAW not in wanted:
+        parser.error("--libs must include redis-py (the baseline)")
+
+    settings = Settings.for_mode(args.quick)
+    t0 = time.perf_counter()
+    bench = Bench(args, settings)
+    meta: dict[str, Any] = {}
+    try:
+        bench.setup(wanted)
+        meta = metadata(bench, args)
+        print(
+            f"depcache benchmark ({'quick' if args.quick else 'full'}), decode: {JSON_LIB}, "
+            f"key prefix {bench.run_prefix}-*",
+            flush=True,
+        )
+        bench.run()
+    finally:
+        removed = bench.cleanup()
+    meta["cleaned_keys"] = removed
+    meta["counting"] = counting_summary(bench)
+    meta["elapsed_seconds"] = round(time.perf_counter() - t0, 1)
+    print_table(bench.report, meta)
+    print(f"\n{meta['elapsed_seconds']} s; removed {removed} keys under {bench.run_prefix}-*")
+    if args.json:
+        Path(args.json).write_text(stdjson.dumps(to_json(bench.report, meta), indent=2) + "\n")
+    return 3 if bench.report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Multi-step Redis protocols written once, run by a sync or an async runner.
+
+A protocol is a generator that yields batches of commands and receives their replies; each
+batch goes out as one non-transactional pipeline (one round trip; on a cluster the nodes
+answer in parallel). The same runner serves standalone clients and cluster clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from .redis_client import lua_source
+
+__all__ = ["Command", "Steps", "arun_steps", "eval_command", "run_steps"]
+
+Command = tuple[Any, ...]
+Steps = Generator[list[Command], list[Any], Any]
+
+
+def eval_command(script: str, keys: Sequence[str], *args: Any) -> Command:
+    """An EVAL of ``lua/<script>.lua`` (by source: pipelines cannot fall back from EVALSHA)."""
+    return ("EVAL", lua_source(script), len(keys), *keys, *args)
+
+
+def run_steps(client: Any, steps: Steps) -> Any:
+    """Run a protocol on a sync client (``redis.Redis`` or ``RedisCluster``)."""
+    try:
+        batch = next(steps)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for command in batch:
+                pipe.execute_command(*command)
+            batch = steps.send(pipe.execute())
+    except StopIteration as stop:
+        return stop.value
+
+
+async def arun_steps(client: Any, steps: Steps) -> Any:
+    """Run a protocol on an asyncio client."""
+    try:
+        batch = next(steps)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for command in batch:
+                pipe.execute_command(*command)
+            batch = steps.send(await pipe.execute())
+    except StopIteration as stop:
+        return stop.value
