@@ -110,6 +110,11 @@ class ConfigBase:
             (``DEP_CACHE_L1_MAX_AGE``, default 30).
         single_flight: concurrent misses of one key in this process compute once
             (``DEP_CACHE_SINGLE_FLIGHT``, default true).
+        stampede_lock: concurrent misses of one key across processes compute once, under a
+            short Redis lock whose waiters are woken (``DEP_CACHE_STAMPEDE_LOCK``, default
+            false: it costs round trips on every miss).
+        stampede_lock_seconds: how long that lock is held at most, and waited for at most
+            (``DEP_CACHE_STAMPEDE_LOCK_SECONDS``, default 10).
 
     Raises:
         ConfigError: a value is invalid, naming the argument or variable.
@@ -129,9 +134,17 @@ class ConfigBase:
         l1_size: int | None = None,
         l1_max_age: float | None = None,
         single_flight: bool | None = None,
+        stampede_lock: bool | None = None,
+        stampede_lock_seconds: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        self.stampede_lock: bool = _pick(
+            stampede_lock, env, "DEP_CACHE_STAMPEDE_LOCK", _parse_bool, False
+        )
+        self.stampede_lock_seconds: float = _pick(
+            stampede_lock_seconds, env, "DEP_CACHE_STAMPEDE_LOCK_SECONDS", _parse_float, 10.0
+        )
         self.l1_size: int = _pick(l1_size, env, "DEP_CACHE_L1_SIZE", _parse_int, 0)
         self.l1_max_age: float = _pick(l1_max_age, env, "DEP_CACHE_L1_MAX_AGE", _parse_float, 30.0)
         self.single_flight: bool = _pick(
@@ -167,6 +180,10 @@ class ConfigBase:
             raise ConfigError(f"guard_seconds must be positive, got {self.guard_seconds!r}")
         if self.l1_size < 0:
             raise ConfigError(f"l1_size must be 0 (off) or positive, got {self.l1_size!r}")
+        if self.stampede_lock_seconds <= 0:
+            raise ConfigError(
+                f"stampede_lock_seconds must be positive, got {self.stampede_lock_seconds!r}"
+            )
         if self.l1_max_age <= 0:
             raise ConfigError(f"l1_max_age must be positive, got {self.l1_max_age!r}")
         if self.backend not in ("redis", "memory"):
@@ -186,6 +203,8 @@ class ConfigBase:
             "l1_size": self.l1_size,
             "l1_max_age": self.l1_max_age,
             "single_flight": self.single_flight,
+            "stampede_lock": self.stampede_lock,
+            "stampede_lock_seconds": self.stampede_lock_seconds,
         }
 
     def __repr__(self) -> str:
@@ -227,6 +246,8 @@ class RedisConfig(ConfigBase):
         l1_size: int | None = None,
         l1_max_age: float | None = None,
         single_flight: bool | None = None,
+        stampede_lock: bool | None = None,
+        stampede_lock_seconds: float | None = None,
         environ: Mapping[str, str] | None = None,
         **additional_connection_kwargs: Any,
     ) -> None:
@@ -242,6 +263,8 @@ class RedisConfig(ConfigBase):
             l1_size=l1_size,
             l1_max_age=l1_max_age,
             single_flight=single_flight,
+            stampede_lock=stampede_lock,
+            stampede_lock_seconds=stampede_lock_seconds,
             environ=environ,
         )
         env = os.environ if environ is None else environ
@@ -278,6 +301,8 @@ class RedisConfig(ConfigBase):
             l1_size=config.l1_size,
             l1_max_age=config.l1_max_age,
             single_flight=config.single_flight,
+            stampede_lock=config.stampede_lock,
+            stampede_lock_seconds=config.stampede_lock_seconds,
         )
 
     def _url_from_parts(self) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPUTE",
+    "Acquire",
     "CallRecord",
     "Emit",
     "Join",
@@ -77,6 +78,15 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take the cross-process lock of ``key``. Result: a token (the driver releases it when
+    the call ends), "" (no lock: compute), or None (another process computed it meanwhile:
+    look again)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Emit:
     """Give an event to the manager's callbacks. Result: None."""
 
@@ -91,7 +101,7 @@ class Notify:
     cached_result: Any
 
 
-Operation = Lookup | _Compute | Join | Store | Emit | Notify
+Operation = Lookup | _Compute | Join | Acquire | Store | Emit | Notify
 Flow = Generator[Operation, Any, Any]
 
 
@@ -108,7 +118,7 @@ class CallRecord:
         self.dependencies: Mapping[str, Iterable[str]] = {}
 
 
-def cache_flow(  # noqa: PLR0912 - one branch per step; split, the order of steps would hide
+def cache_flow(  # noqa: PLR0912, PLR0915 - one branch per step; split, the order would hide
     spec: CallSpec, manager: CacheManager, key: str, record: CallRecord | None = None
 ) -> Flow:
     """Run one call: serve a hit, or compute, store and return (or raise) the outcome."""
@@ -150,9 +160,27 @@ def cache_flow(  # noqa: PLR0912 - one branch per step; split, the order of step
         shared = yield Join(key, epoch)
         if shared is not None:
             ok, outcome, dependencies = shared
-            return (yield from _serve(spec, key, Entry(outcome if ok else None,
-                                                       None if ok else outcome,
-                                                       dependencies), record, False))
+            return (
+                yield from _serve(
+                    spec,
+                    key,
+                    Entry(outcome if ok else None, None if ok else outcome, dependencies),
+                    record,
+                    False,
+                )
+            )
+    if manager.config.stampede_lock:
+        granted = yield Acquire(key)
+        if granted is None:  # another process held the lock and is done: look again
+            blob, again = yield Lookup(key)
+            if blob is not None:
+                try:
+                    entry = decode_entry(manager.serializer, blob, spec.exception_types)
+                except CorruptEntry:
+                    pass
+                else:
+                    return (yield from _serve(spec, key, entry, record, False))
+            epoch = again if again is not None else epoch
     frame = Frame(manager, key, spec.ttl, spec.dependencies).enter()
     try:
         ok, outcome = yield COMPUTE

@@ -73,6 +73,14 @@ class ThreadedAsyncBackend(AsyncCacheBackend):
         """See CacheBackend.ttl."""
         return await asyncio.to_thread(self.sync.ttl, key)
 
+    async def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See CacheBackend.acquire_lock."""
+        return await asyncio.to_thread(self.sync.acquire_lock, key, ttl)
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """See CacheBackend.release_lock."""
+        await asyncio.to_thread(self.sync.release_lock, key, token)
+
 
 class AsyncOnlyBackend(CacheBackend):
     """Stands in for the sync backend of a manager built with only an async backend."""

@@ -117,6 +117,17 @@ class CacheBackend(BackendMixin, ABC):
         """Invalidate several dependencies; return the number of entries removed."""
         return sum(self.invalidate_dependency(dep) for dep in dependencies)
 
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """Take the cross-process computation lock of ``key`` for at most ``ttl`` seconds.
+
+        Returns a token to give to :meth:`release_lock`; ``""`` when this backend has no such
+        lock (compute without one); None after waiting for another holder (look up again).
+        """
+        return ""
+
+    def release_lock(self, key: str, token: str) -> None:
+        """Release a lock taken by :meth:`acquire_lock` and wake its waiters."""
+
     def close(self) -> None:
         """Release connections. The default does nothing."""
 
@@ -180,6 +191,13 @@ class AsyncCacheBackend(BackendMixin, ABC):
         for dep in dependencies:
             removed += await self.invalidate_dependency(dep)
         return removed
+
+    async def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See :meth:`CacheBackend.acquire_lock`."""
+        return ""
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """See :meth:`CacheBackend.release_lock`."""
 
     async def close(self) -> None:
         """Release connections. The default does nothing."""

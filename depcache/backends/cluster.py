@@ -25,6 +25,7 @@ from redis.cluster import RedisCluster
 from ..config import RedisConfig
 from ..errors import ConfigError
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .locks import LockSteps
 from .loops import PerLoop
 from .redis_client import backend_errors
 from .steps import Steps, arun_steps, eval_command, run_steps
@@ -140,7 +141,7 @@ class _ClusterProtocol(BackendMixin):
         return sum(int(n) for n in deleted)
 
 
-class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
+class RedisClusterCacheBackend(_ClusterProtocol, LockSteps, CacheBackend):
     """Synchronous Redis Cluster backend (``RedisConfig(url=..., cluster=True)``).
 
     Every method raises :class:`~depcache.errors.BackendError` when the cluster fails.
@@ -227,6 +228,14 @@ class RedisClusterCacheBackend(_ClusterProtocol, CacheBackend):
         """Seconds left: -1 without expiry, -2 when missing."""
         return int(self._do(self._simple("TTL", self._cache_key(key))))
 
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See CacheBackend.acquire_lock (``locks.py``)."""
+        return cast("str | None", self._do(self._acquire_steps(key, ttl)))
+
+    def release_lock(self, key: str, token: str) -> None:
+        """See CacheBackend.release_lock."""
+        self._do(self._release_steps(key, token))
+
     def close(self) -> None:
         """Close every node connection."""
         self.redis.close()
@@ -246,7 +255,7 @@ class _LoopCluster:
         await self.client.aclose()
 
 
-class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
+class AsyncRedisClusterCacheBackend(_ClusterProtocol, LockSteps, AsyncCacheBackend):
     """Asynchronous Redis Cluster backend; one client per running event loop."""
 
     guards_stale_sets = True
@@ -323,6 +332,14 @@ class AsyncRedisClusterCacheBackend(_ClusterProtocol, AsyncCacheBackend):
     async def ttl(self, key: str) -> int:
         """Seconds left: -1 without expiry, -2 when missing."""
         return int(await self._do(self._simple("TTL", self._cache_key(key))))
+
+    async def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See CacheBackend.acquire_lock (``locks.py``)."""
+        return cast("str | None", await self._do(self._acquire_steps(key, ttl)))
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """See CacheBackend.release_lock."""
+        await self._do(self._release_steps(key, token))
 
     async def close(self) -> None:
         """Close the client of the running loop."""

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from ..config import RedisConfig
 from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .locks import LockSteps
 from .loops import PerLoop
 from .redis_client import (
     acall_script,
@@ -24,6 +25,7 @@ from .redis_client import (
     create_async_client,
     create_sync_client,
 )
+from .steps import arun_steps, run_steps
 
 __all__ = ["AsyncRedisCacheBackend", "RedisCacheBackend"]
 
@@ -72,7 +74,7 @@ class _RedisLayout(BackendMixin):
         return None, int(reply[0])
 
 
-class RedisCacheBackend(_RedisLayout, CacheBackend):
+class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
     """Synchronous Redis backend.
 
     Args:
@@ -167,12 +169,22 @@ class RedisCacheBackend(_RedisLayout, CacheBackend):
         with backend_errors(self.config):
             return int(self.redis.ttl(self._cache_key(key)))
 
+    def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See CacheBackend.acquire_lock (``locks.py``)."""
+        with backend_errors(self.config):
+            return cast("str | None", run_steps(self.redis, self._acquire_steps(key, ttl)))
+
+    def release_lock(self, key: str, token: str) -> None:
+        """See CacheBackend.release_lock."""
+        with backend_errors(self.config):
+            run_steps(self.redis, self._release_steps(key, token))
+
     def close(self) -> None:
         """Close the connection pool."""
         self.redis.close()
 
 
-class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
+class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
     """Asynchronous Redis backend: never blocks the event loop.
 
     asyncio connections belong to the loop that opened them, so the backend keeps one client
@@ -271,6 +283,17 @@ class AsyncRedisCacheBackend(_RedisLayout, AsyncCacheBackend):
         """Seconds left: -1 without expiry, -2 when missing."""
         with backend_errors(self.config):
             return int(await self._clients.get().ttl(self._cache_key(key)))
+
+    async def acquire_lock(self, key: str, ttl: float) -> str | None:
+        """See CacheBackend.acquire_lock (``locks.py``)."""
+        with backend_errors(self.config):
+            steps = self._acquire_steps(key, ttl)
+            return cast("str | None", await arun_steps(self._clients.get(), steps))
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """See CacheBackend.release_lock."""
+        with backend_errors(self.config):
+            await arun_steps(self._clients.get(), self._release_steps(key, token))
 
     async def close(self) -> None:
         """Close the client of the running loop."""
