@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import validate_ttl
 from .drivers import run_async, run_sync
+from .flow import local_hit
 from .keys import KeyTemplate
 from .registry import get_or_create_cache_manager, registry_generation
 
@@ -163,7 +164,13 @@ def cache_with_deps(
                 manager = spec.manager()
                 if not manager.enabled:
                     return await func(*args, **kwargs)
-                return await run_async(spec, manager, template.key(args, kwargs), args, kwargs)
+                key = template.key(args, kwargs)
+                local = local_hit(spec, manager, key)
+                if local is not None:
+                    if local.exception is not None:
+                        raise local.exception
+                    return local.value
+                return await run_async(spec, manager, key, args, kwargs)
 
             return cast(F, async_wrapper)
 
@@ -172,7 +179,13 @@ def cache_with_deps(
             manager = spec.manager()
             if not manager.enabled:
                 return func(*args, **kwargs)
-            return run_sync(spec, manager, template.key(args, kwargs), args, kwargs)
+            key = template.key(args, kwargs)
+            local = local_hit(spec, manager, key)
+            if local is not None:
+                if local.exception is not None:
+                    raise local.exception
+                return local.value
+            return run_sync(spec, manager, key, args, kwargs)
 
         return cast(F, sync_wrapper)
 

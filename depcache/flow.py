@@ -34,6 +34,7 @@ __all__ = [
     "Operation",
     "Store",
     "cache_flow",
+    "local_hit",
 ]
 
 logger = logging.getLogger("depcache")
@@ -200,13 +201,32 @@ def cache_flow(  # noqa: PLR0912, PLR0915 - one branch per step; split, the orde
     return outcome
 
 
-def _serve(spec: CallSpec, key: str, entry: Entry, record: CallRecord, events: bool) -> Flow:
-    """A hit: hand the entry's dependencies to the enclosing call, then return or raise."""
-    record.dependencies = entry.dependencies
+def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
+    """The L1 entry of ``key`` when it can be served without the flow (no events, no
+    callback to run), its dependencies already handed to the enclosing call; else None.
+
+    The wrappers call this before building a flow: an L1 hit then costs a dictionary lookup.
+    """
+    l1 = manager.l1
+    if l1 is None or spec.callback is not None or manager.events.active:
+        return None
+    entry = l1.get(key)
+    if entry is not None:
+        _hand_up(entry)
+    return entry
+
+
+def _hand_up(entry: Entry) -> None:
     if entry.dependencies:
         parent = current_frame()
         if parent is not None:
             merge_into(parent, entry.dependencies)
+
+
+def _serve(spec: CallSpec, key: str, entry: Entry, record: CallRecord, events: bool) -> Flow:
+    """A hit: hand the entry's dependencies to the enclosing call, then return or raise."""
+    record.dependencies = entry.dependencies
+    _hand_up(entry)
     if events:
         yield _event(CacheEventType.HIT, key, value=entry.exception or entry.value)
     if spec.callback is not None:
