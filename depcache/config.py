@@ -217,7 +217,8 @@ class RedisConfig(ConfigBase):
 
     ``url`` (``REDIS_URL``) wins over ``host``/``port``/``db``/``password``/``username``/``ssl``
     (``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_USERNAME``,
-    ``REDIS_SSL``). ``socket_timeout`` (``REDIS_SOCKET_TIMEOUT``, seconds), ``max_connections``
+    ``REDIS_SSL``), except that any of those given as arguments wins over ``REDIS_URL``.
+    ``socket_timeout`` (``REDIS_SOCKET_TIMEOUT``, seconds), ``max_connections``
     (``REDIS_MAX_CONNECTIONS``, default 100 per client; when all are busy, callers wait for one)
     and ``cluster`` (``REDIS_CLUSTER``) complete it. Extra keyword arguments go to redis-py.
     """
@@ -282,7 +283,9 @@ class RedisConfig(ConfigBase):
         )
         self.cluster: bool = _pick(cluster, env, "REDIS_CLUSTER", _parse_bool, False)
         self.additional_connection_kwargs: dict[str, Any] = dict(additional_connection_kwargs)
-        raw_url = _pick(url, env, "REDIS_URL", _optional(_keep), None)
+        # explicit connection arguments win over REDIS_URL from the environment
+        explicit_parts = any(v is not None for v in (host, port, db, password, username, ssl))
+        raw_url = url if explicit_parts else _pick(url, env, "REDIS_URL", _optional(_keep), None)
         self.url: str = raw_url if raw_url is not None else self._url_from_parts()
         self._validate_redis()
 

@@ -40,7 +40,11 @@ def tls_cluster(tls: dict[str, Path]) -> Iterator[list[RedisServer]]:
 def _add_acl_user(port: int, **options: object) -> None:
     client = redis.Redis(port=port, **options)  # type: ignore[arg-type]
     client.acl_setuser(
-        "app", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], channels=["*"],
+        "app",
+        enabled=True,
+        passwords=[f"+{PASSWORD}"],
+        keys=["*"],
+        channels=["*"],
         commands=["+@all"],
     )
 
@@ -105,9 +109,7 @@ def test_tls_with_an_unknown_ca_is_a_clear_error(tls_server: RedisServer, prefix
 
 
 @pytest.mark.parametrize("topology", ["standalone", "cluster"])
-def test_acl_user_and_password(
-    request: pytest.FixtureRequest, topology: str, prefix: str
-) -> None:
+def test_acl_user_and_password(request: pytest.FixtureRequest, topology: str, prefix: str) -> None:
     if topology == "standalone":
         url = request.getfixturevalue("acl_server").url
     else:
@@ -118,7 +120,11 @@ def test_acl_user_and_password(
 
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     by_parts = RedisConfig(
-        host="127.0.0.1", port=port, username="app", password=PASSWORD, prefix=f"{prefix}p",
+        host="127.0.0.1",
+        port=port,
+        username="app",
+        password=PASSWORD,
+        prefix=f"{prefix}p",
         cluster=cluster,
     )
     _roundtrip(depcache.get_or_create_cache_manager(f"{prefix}p", config=by_parts))
@@ -151,7 +157,10 @@ async def test_max_connections_makes_callers_wait_not_fail(
     else:
         url = request.getfixturevalue("cluster_url")
     config = RedisConfig(
-        url=url, prefix=prefix, cluster=topology == "cluster", max_connections=2,
+        url=url,
+        prefix=prefix,
+        cluster=topology == "cluster",
+        max_connections=2,
         socket_timeout=5,
     )
     manager = depcache.get_or_create_cache_manager(prefix, config=config)
@@ -195,3 +204,12 @@ def test_socket_timeout_bounds_a_call_to_a_silent_server(prefix: str) -> None:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_explicit_host_and_port_win_over_redis_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    assert RedisConfig(host="127.0.0.1", port=7001).url == "redis://127.0.0.1:7001/0"
+    assert RedisConfig().url == "redis://elsewhere:6379/0"
+    assert RedisConfig(url="redis://given:1/2", host="ignored").url == "redis://given:1/2"
