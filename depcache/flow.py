@@ -40,7 +40,7 @@ __all__ = [
 logger = logging.getLogger("depcache")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lookup:
     """Read the entry and the epoch. Result: ``(bytes | None, epoch | None)``."""
 
@@ -56,7 +56,7 @@ class _Compute:
 COMPUTE = _Compute()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Store:
     """Store an entry unless a dependency was invalidated after ``epoch``. Result: bool."""
 
@@ -67,7 +67,7 @@ class Store:
     epoch: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Join:
     """Single flight after a miss: lead the computation of ``key`` at ``epoch``, or wait for
     the call already leading it. Result: None (compute) or that call's outcome
@@ -78,7 +78,7 @@ class Join:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Acquire:
     """Take the cross-process lock of ``key``. Result: a token (the driver releases it when
     the call ends), "" (no lock: compute), or None (another process computed it meanwhile:
@@ -87,14 +87,14 @@ class Acquire:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emit:
     """Give an event to the manager's callbacks. Result: None."""
 
     event: CacheEvent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notify:
     """Call the decorator's ``callback``. Result: None."""
 
