@@ -9,6 +9,7 @@ manager concurrently; when some fail, the others are still invalidated and
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -136,18 +137,37 @@ def invalidate(*dependencies: str, managers: Iterable[str] | None = None) -> Inv
     report = InvalidationReport(list(dependencies))
     if not targets or not dependencies:
         return report
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        futures = {
-            name: pool.submit(m.invalidate_dependencies, *dependencies)
-            for name, m in targets.items()
-        }
+    if len(targets) == 1:  # nothing to run side by side
+        ((name, manager),) = targets.items()
+        try:
+            report.removed[name] = manager.invalidate_dependencies(*dependencies)
+        except Exception as failure:
+            report.errors[name] = failure
+        return _finish(report)
+    pool = _executor()
+    futures = {
+        name: pool.submit(m.invalidate_dependencies, *dependencies) for name, m in targets.items()
+    }
     for name, future in futures.items():
         exc = future.exception()
         if exc is None:
             report.removed[name] = future.result()
-        else:
+        elif isinstance(exc, Exception):
             report.errors[name] = exc
+        else:
+            raise exc
     return _finish(report)
+
+
+_pool: list[tuple[int, ThreadPoolExecutor]] = []  # (pid, executor): a fork needs a new one
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The threads that invalidate managers side by side (made once per process)."""
+    with _lock:
+        if not _pool or _pool[0][0] != os.getpid():
+            _pool[:] = [(os.getpid(), ThreadPoolExecutor(16, thread_name_prefix="depcache"))]
+        return _pool[0][1]
 
 
 async def ainvalidate(
