@@ -119,76 +119,38 @@ class CallRecord:
         self.dependencies: Mapping[str, Iterable[str]] = {}
 
 
-def cache_flow(  # noqa: PLR0912, PLR0915 - one branch per step; split, the order would hide
+def cache_flow(
     spec: CallSpec, manager: CacheManager, key: str, record: CallRecord | None = None
 ) -> Flow:
     """Run one call: serve a hit, or compute, store and return (or raise) the outcome."""
     record = record or CallRecord()
+    events = manager.events.active
     l1 = manager.l1
     token = 0
     if l1 is not None:
         local = l1.get(key)
         if local is not None:
-            return (yield from _serve(spec, key, local, record, manager.events.active))
+            return (yield from _serve(spec, key, local, record, events))
         token = l1.token()
     started = time.monotonic()
-    try:
-        blob, epoch = yield Lookup(key)
-        reachable = True
-    except Exception as exc:
-        if not spec.silent:
-            raise
-        logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
-        blob, epoch, reachable = None, None, False
-
-    if blob is not None:
-        try:
-            entry = decode_entry(manager.serializer, blob, spec.exception_types)
-        except CorruptEntry as exc:
-            logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
-            if epoch is None:
-                # a hit does not read the epoch; 0 is older than every invalidation, so the
-                # store is refused if any dependency was invalidated within the guard window
-                epoch = 0
-        else:
-            if l1 is not None:
-                l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)
-            return (yield from _serve(spec, key, entry, record, manager.events.active))
-
-    if manager.events.active:
+    reachable, entry, epoch = yield from _look_up(spec, manager, key)
+    if entry is not None:
+        if l1 is not None:
+            l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)
+        return (yield from _serve(spec, key, entry, record, events))
+    if events:
         yield _event(CacheEventType.MISS, key)
-    if epoch is not None and manager.config.single_flight:
-        shared = yield Join(key, epoch)
-        if shared is not None:
-            ok, outcome, dependencies = shared
-            return (
-                yield from _serve(
-                    spec,
-                    key,
-                    Entry(outcome if ok else None, None if ok else outcome, dependencies),
-                    record,
-                    False,
-                )
-            )
-    if manager.config.stampede_lock:
-        granted = yield Acquire(key)
-        if granted is None:  # another process held the lock and is done: look again
-            blob, again = yield Lookup(key)
-            if blob is not None:
-                try:
-                    entry = decode_entry(manager.serializer, blob, spec.exception_types)
-                except CorruptEntry:
-                    pass
-                else:
-                    return (yield from _serve(spec, key, entry, record, False))
-            epoch = again if again is not None else epoch
+    if epoch is not None:
+        entry, epoch = yield from _avoid_stampede(spec, manager, key, epoch)
+        if entry is not None:
+            return (yield from _serve(spec, key, entry, record, False))
+
     frame = Frame(manager, key, spec.ttl, spec.dependencies).enter()
     try:
         ok, outcome = yield COMPUTE
     finally:
         frame.exit()
     record.dependencies = frame.dependencies
-
     if reachable and (ok or spec.caches(outcome)):
         stored = yield from _store(spec, manager, frame, ok, outcome, epoch, started)
         if stored and l1 is not None:
@@ -199,6 +161,46 @@ def cache_flow(  # noqa: PLR0912, PLR0915 - one branch per step; split, the orde
     if not ok:
         raise outcome
     return outcome
+
+
+def _look_up(
+    spec: CallSpec, manager: CacheManager, key: str
+) -> Generator[Operation, Any, tuple[bool, Entry | None, int | None]]:
+    """Read the entry. Returns (backend reachable, decoded entry or None, epoch or None)."""
+    try:
+        blob, epoch = yield Lookup(key)
+    except Exception as exc:
+        if not spec.silent:
+            raise
+        logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
+        return False, None, None
+    if blob is None:
+        return True, None, epoch
+    try:
+        return True, decode_entry(manager.serializer, blob, spec.exception_types), epoch
+    except CorruptEntry as exc:
+        logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
+        # a hit does not read the epoch; 0 is older than every invalidation, so the store is
+        # refused if any dependency was invalidated within the guard window
+        return True, None, 0 if epoch is None else epoch
+
+
+def _avoid_stampede(
+    spec: CallSpec, manager: CacheManager, key: str, epoch: int
+) -> Generator[Operation, Any, tuple[Entry | None, int | None]]:
+    """After a miss: share a computation of this process (single flight) or wait for one of
+    another process (stampede lock). Returns (entry to serve or None, epoch to store with)."""
+    if manager.config.single_flight:
+        shared = yield Join(key, epoch)
+        if shared is not None:
+            ok, outcome, dependencies = shared
+            return Entry(outcome if ok else None, None if ok else outcome, dependencies), epoch
+    if manager.config.stampede_lock:
+        granted = yield Acquire(key)
+        if granted is None:  # another process held the lock and is done: look again
+            _reachable, entry, again = yield from _look_up(spec, manager, key)
+            return entry, epoch if again is None else again
+    return None, epoch
 
 
 def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
