@@ -35,7 +35,7 @@ from .registry import (
     invalidate,
     registered_managers,
 )
-from .serializers import BaseSerializer, JSONSerializer
+from .serializers import BaseSerializer, JSONSerializer, SignedPickleSerializer
 
 __version__ = "0.1.0"
 
@@ -61,6 +61,7 @@ __all__ = [
     "RedisClusterCacheBackend",
     "RedisConfig",
     "SerializationError",
+    "SignedPickleSerializer",
     "StatsCollector",
     "__version__",
     "add_dependency",

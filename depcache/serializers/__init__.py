@@ -6,8 +6,9 @@ from ..config import ConfigBase, load_class
 from ..errors import ConfigError
 from .base import BaseSerializer
 from .json import JSONSerializer
+from .pickle import SignedPickleSerializer
 
-__all__ = ["BaseSerializer", "JSONSerializer", "serializer_from_config"]
+__all__ = ["BaseSerializer", "JSONSerializer", "SignedPickleSerializer", "serializer_from_config"]
 
 
 def serializer_from_config(config: ConfigBase) -> BaseSerializer:
