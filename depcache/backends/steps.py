@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
 from .redis_client import lua_source
 
 __all__ = ["Command", "Steps", "arun_steps", "eval_command", "run_steps"]
@@ -23,6 +26,16 @@ def eval_command(script: str, keys: Sequence[str], *args: Any) -> Command:
     return ("EVAL", lua_source(script), len(keys), *keys, *args)
 
 
+def _queue(client: Any, pipe: Any, command: Command) -> None:
+    if command[0] == "EVAL" and command[2] and isinstance(client, RedisCluster | AsyncRedisCluster):
+        # routed by its first key: otherwise a cluster pipeline asks a node for the keys of
+        # every EVAL (COMMAND GETKEYS), one blocking round trip each
+        node = client.get_node_from_key(command[3])
+        pipe.execute_command(*command, target_nodes=node)
+    else:
+        pipe.execute_command(*command)
+
+
 def run_steps(client: Any, steps: Steps) -> Any:
     """Run a protocol on a sync client (``redis.Redis`` or ``RedisCluster``)."""
     try:
@@ -30,7 +43,7 @@ def run_steps(client: Any, steps: Steps) -> Any:
         while True:
             pipe = client.pipeline(transaction=False)
             for command in batch:
-                pipe.execute_command(*command)
+                _queue(client, pipe, command)
             batch = steps.send(pipe.execute())
     except StopIteration as stop:
         return stop.value
@@ -43,7 +56,7 @@ async def arun_steps(client: Any, steps: Steps) -> Any:
         while True:
             pipe = client.pipeline(transaction=False)
             for command in batch:
-                pipe.execute_command(*command)
+                _queue(client, pipe, command)
             batch = steps.send(await pipe.execute())
     except StopIteration as stop:
         return stop.value
