@@ -6,9 +6,9 @@ the atomic standalone scripts become short protocols of single-slot steps (``doc
 commands and receives their replies; the sync and async backends only run the batches, each
 as one cluster pipeline (one round trip per batch, the nodes answering in parallel).
 
-Round trips: lookup 1 (entry and epoch), store 3 (placeholder, per-dependency index scripts,
-commit), invalidation 4 (epoch, per-dependency detach scripts, entry deletes, announcement),
-whatever the number of dependencies or entries.
+Round trips: a hit 1 (the entry), a miss 2 (the entry, then the epoch), a store 3
+(placeholder, per-dependency index scripts, commit), an invalidation 4 (epoch, per-dependency
+detach scripts, entry deletes, announcement), whatever the number of dependencies or entries.
 """
 
 from __future__ import annotations
@@ -75,10 +75,13 @@ class _ClusterProtocol(BackendMixin):
         return 0 if ttl is None else max(1, round(ttl * 1000))
 
     def _lookup_steps(self, key: str) -> Steps:
-        value, epoch = yield [("GET", self._cache_key(key)), ("GET", self._epoch_key())]
-        if value is not None and value.startswith(_PENDING):
-            value = None  # another call is storing: a miss, as if not there yet
-        return value, int(epoch or 0)
+        (value,) = yield [("GET", self._cache_key(key))]
+        if value is not None and not value.startswith(_PENDING):
+            return value, None  # a hit: the epoch is only needed on a miss
+        # a miss (a placeholder is one too: another call is storing): read the epoch, on its
+        # own node, so hits never touch that one hot key
+        (epoch,) = yield [("GET", self._epoch_key())]
+        return None, int(epoch or 0)
 
     def _store_steps(
         self,
