@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Side-by-side benchmark: depcache vs simple-dep-cache vs raw redis-py.
 
-    python bench/bench_core.py [--redis-url URL] [--quick] [--json out.json]
+    python bench/bench_core.py [--redis-url URL] [--quick] [--json out.json] [--no-cluster]
+                               [--markdown [PATH]] [--chart PATH]
 
 Measures, in one run and against one Redis server:
 
@@ -18,6 +19,11 @@ redis-py's, and the Redis commands per operation: what this process sent (counte
 what the server ran for it including inside Lua scripts (MONITOR), and the ``INFO commandstats``
 delta (every client).  See bench/README.md for what every column means.
 
+The cluster column (``--cluster``, on by default when redis-server and redis-cli are installed)
+starts a throw-away 3-master Redis Cluster (``tests/servers.py``) and measures depcache on it
+against raw redis-py's ``RedisCluster`` for hit, miss+store k=5 and invalidate N=10,000, then
+prints what a cluster costs against standalone.
+
 Exit status: 0 when every measurement ran and every sanity check passed, 2 when a library cannot
 be imported, 3 when a library raised or misbehaved (the problems are printed and in the JSON).
 """
@@ -29,8 +35,10 @@ import gc
 import importlib.metadata
 import inspect
 import json as stdjson
+import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -45,11 +53,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a checkout without installing depcache
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import redis  # noqa: E402
+import redis.cluster  # noqa: E402
 import redis.connection  # noqa: E402
+from _output import Document, Table  # noqa: E402
 
 try:
     import orjson
@@ -115,7 +126,17 @@ class Settings:
 # The INFO commandstats delta is recorded in any case.
 # --------------------------------------------------------------------------------------------
 
-_SUBCOMMANDS = {"script", "client", "config", "object", "memory", "function", "cluster", "xinfo"}
+_SUBCOMMANDS = {
+    "script",
+    "client",
+    "config",
+    "object",
+    "memory",
+    "function",
+    "cluster",
+    "xinfo",
+    "command",
+}
 _SCRIPT_CALLS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 
 
@@ -252,6 +273,14 @@ class Monitor:
         except Exception as exc:  # no MONITOR: fall back to commandstats
             self.available, self.error = False, f"{type(exc).__name__}: {exc}"
 
+    @classmethod
+    def unavailable(cls, admin: redis.Redis, reason: str) -> Monitor:
+        """A Monitor that is not used: counting falls back to INFO commandstats."""
+        monitor = cls.__new__(cls)
+        monitor.admin, monitor.available, monitor.lua_after_call = admin, False, True
+        monitor.error, monitor.overhead = reason, Counter()
+        return monitor
+
     @contextmanager
     def session(self) -> Iterator[list[dict[str, Any]]]:
         lines: list[dict[str, Any]] = []
@@ -382,24 +411,42 @@ class RawRedis:
     name = RAW
 
     def __init__(self, url: str, prefix: str, ttl: int | None) -> None:
-        self.r = redis.Redis.from_url(url)
+        self.r: Any = self.connect(url)
         self.p = prefix
         self.ttl = ttl
 
-    def hit_op(self) -> Callable[[int], Any]:
-        key = f"{self.p}:hit"
-        self.r.set(key, jdumps(make_value(1)), ex=self.ttl)
+    def connect(self, url: str) -> Any:
+        return redis.Redis.from_url(url)
+
+    def pipeline(self) -> Any:
+        return self.r.pipeline(transaction=False)
+
+    def hit_op(self, spread: int = 1) -> Callable[[int], Any]:
+        """GET + decode of one key; with ``spread`` > 1, of ``spread`` keys in turn."""
         r, loads = self.r, jloads
+        if spread == 1:
+            key = f"{self.p}:hit"
+            r.set(key, jdumps(make_value(1)), ex=self.ttl)
 
-        def op(i: int) -> Any:
-            return loads(r.get(key))
+            def op(i: int) -> Any:
+                return loads(r.get(key))
 
-        if op(0) != make_value(1):
+            if op(0) != make_value(1):
+                raise Problem("raw hit returned a different value")
+            return op
+        keys = [f"{self.p}:hit:{j}" for j in range(spread)]
+        for j, key in enumerate(keys):
+            r.set(key, jdumps(make_value(j)), ex=self.ttl)
+
+        def spread_op(i: int) -> Any:
+            return loads(r.get(keys[i % spread]))
+
+        if [spread_op(j) for j in range(spread)] != [make_value(j) for j in range(spread)]:
             raise Problem("raw hit returned a different value")
-        return op
+        return spread_op
 
     def miss_op(self, k: int, *, aside: bool) -> Callable[[int], Any]:
-        p, r, ttl, dumps = self.p, self.r, self.ttl, jdumps
+        p, r, ttl, dumps, pipeline = self.p, self.r, self.ttl, jdumps, self.pipeline
         deps = [f"{p}:d:k{k}:{j}" for j in range(k)]
         kind = "a" if aside else "m"
 
@@ -408,7 +455,7 @@ class RawRedis:
             if aside and r.get(key) is not None:
                 raise Problem(f"raw cache-aside found {key}")
             value = make_value(i)
-            pipe = r.pipeline(transaction=False)
+            pipe = pipeline()
             pipe.set(key, dumps(value), ex=ttl)
             for dep in deps:
                 pipe.sadd(dep, key)
@@ -418,7 +465,7 @@ class RawRedis:
         return op
 
     def populate(self, entries: dict[str, list[str]]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.pipeline()
         for dep, keys in entries.items():
             for n, key in enumerate(keys):
                 full = f"{self.p}:{key}"
@@ -426,6 +473,7 @@ class RawRedis:
                 pipe.sadd(f"{self.p}:d:{dep}", full)
                 if len(pipe) >= 2_000:
                     pipe.execute()
+                    pipe = self.pipeline()
         pipe.execute()
 
     def invalidate_op(self) -> Callable[[str], int]:
@@ -451,6 +499,35 @@ class RawRedis:
         self.r.close()
 
 
+class RawCluster(RawRedis):
+    """The same work with redis-py's RedisCluster: the k SADDs of a miss (and the DELs of an
+    invalidation) name keys in different slots, so they go in one ClusterPipeline, which
+    sends each node its commands and then reads the replies (one round trip per node)."""
+
+    def connect(self, url: str) -> Any:
+        return redis.cluster.RedisCluster.from_url(url)
+
+    def pipeline(self) -> Any:
+        return self.r.pipeline()
+
+    def invalidate_op(self) -> Callable[[str], int]:
+        r, p = self.r, self.p
+
+        def op(dep: str) -> int:
+            dep_key = f"{p}:d:{dep}"
+            members = r.smembers(dep_key)
+            if not members:
+                return 0
+            pipe = r.pipeline()
+            for member in members:  # a cluster pipeline takes one key per DEL
+                pipe.delete(member)
+            pipe.delete(dep_key)
+            removed: int = sum(pipe.execute()[:-1])
+            return removed
+
+        return op
+
+
 class DecoratorLibrary:
     """simple-dep-cache and depcache share a seed API: one adapter drives both."""
 
@@ -467,7 +544,8 @@ class DecoratorLibrary:
         deco: Callable[..., Any] = self.lib.cache_with_deps(name=self.manager_name, ttl=self.ttl)
         return deco(func)  # type: ignore[no-any-return]
 
-    def hit_op(self) -> Callable[[int], Any]:
+    def hit_op(self, spread: int = 1) -> Callable[[int], Any]:
+        """A cached f(1); with ``spread`` > 1, f(0) ... f(spread - 1) in turn."""
         add = self.lib.add_dependency
 
         def hit_target(x: int) -> dict[str, Any]:
@@ -476,17 +554,25 @@ class DecoratorLibrary:
             return make_value(x)
 
         cached = self.decorate(hit_target)
-        first = cached(1)
-        second = cached(1)
-        if first != make_value(1) or second != make_value(1):
-            raise Problem(f"{self.name}: hit returned {second!r}, expected {make_value(1)!r}")
-        if self.calls != 1:
-            raise Problem(f"{self.name}: second call of f(1) was not a hit ({self.calls} calls)")
+        args = [1] if spread == 1 else list(range(spread))
+        for x in args:
+            first = cached(x)
+            second = cached(x)
+            if first != make_value(x) or second != make_value(x):
+                raise Problem(f"{self.name}: hit returned {second!r}, expected {make_value(x)!r}")
+        if self.calls != len(args):
+            raise Problem(f"{self.name}: second calls were not hits ({self.calls} calls)")
+        if spread == 1:
 
-        def op(i: int) -> Any:
-            return cached(1)
+            def op(i: int) -> Any:
+                return cached(1)
 
-        return op
+            return op
+
+        def spread_op(i: int) -> Any:
+            return cached(i % spread)
+
+        return spread_op
 
     def miss_op(self, k: int) -> Callable[[int], Any]:
         add = self.lib.add_dependency
@@ -549,9 +635,68 @@ class SimpleDepCache(DecoratorLibrary):
                 raise Problem("simple-dep-cache did not read back a populated entry")
 
 
+class DepcacheCluster(DecoratorLibrary):
+    def populate(self, entries: dict[str, list[str]]) -> None:
+        """Store the entries with depcache's own cluster store protocol (placeholder, index
+        script per dependency, commit: what ``manager.set`` runs), but many entries at once:
+        their steps go out together, one cluster pipeline per step for up to 500 entries.
+        One at a time, the three round trips per entry made set-up dominate the run."""
+        manager, backend = self.manager, self.manager.backend
+        batch: list[Any] = []
+        for dep, keys in entries.items():
+            for n, key in enumerate(keys):
+                blob, deps = manager._encode(make_value(n), {dep})
+                batch.append(backend._store_steps(key, blob, self.ttl, deps, None))
+                if len(batch) >= 500:
+                    run_protocols_together(backend.redis, batch)
+                    batch = []
+        run_protocols_together(backend.redis, batch)
+        for keys in entries.values():
+            if manager.get(keys[-1]) != make_value(len(keys) - 1):
+                raise Problem("depcache did not read back a populated cluster entry")
+
+
+def run_protocols_together(client: Any, protocols: list[Any]) -> None:
+    """Run depcache step protocols (generators of command batches) in lock step: step i of
+    every protocol goes out in one pipeline. Every protocol must return true (stored).
+
+    EVALs are sent to the node of their first key explicitly: left to itself, redis-py 8's
+    ClusterPipeline asks the server (COMMAND GETKEYS, one blocking round trip) for the keys of
+    every EVAL it queues."""
+    pending: dict[int, list[Any]] = {}
+    for n, steps in enumerate(protocols):
+        try:
+            pending[n] = next(steps)
+        except StopIteration as stop:
+            if not stop.value:
+                raise Problem("a depcache store was refused during set-up") from None
+    while pending:
+        pipe = client.pipeline(transaction=False)
+        for batch in pending.values():
+            for command in batch:
+                if command[0] == "EVAL":
+                    node = client.get_node_from_key(command[3])
+                    pipe.execute_command(*command, target_nodes=node)
+                else:
+                    pipe.execute_command(*command)
+        replies = pipe.execute()
+        following: dict[int, list[Any]] = {}
+        at = 0
+        for n, batch in pending.items():
+            part, at = replies[at : at + len(batch)], at + len(batch)
+            try:
+                following[n] = protocols[n].send(part)
+            except StopIteration as stop:
+                if not stop.value:
+                    raise Problem("a depcache store was refused during set-up") from None
+        pending = following
+
+
 def make_sdc(url: str, prefix: str, ttl: int | None) -> DecoratorLibrary:
-    import simple_dep_cache  # noqa: PLC0415 - optional: --libs can leave it out
-    from simple_dep_cache.manager import get_or_create_cache_manager  # noqa: PLC0415
+    import simple_dep_cache  # type: ignore[import-untyped]  # noqa: PLC0415 - optional: --libs
+    from simple_dep_cache.manager import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        get_or_create_cache_manager,
+    )
 
     adapter_name = f"{prefix}-sdc"
     manager = get_or_create_cache_manager(
@@ -563,17 +708,21 @@ def make_sdc(url: str, prefix: str, ttl: int | None) -> DecoratorLibrary:
     return lib
 
 
-def make_depcache(url: str, prefix: str, ttl: int | None) -> DecoratorLibrary:
+def make_depcache(
+    url: str, prefix: str, ttl: int | None, *, cluster: bool = False
+) -> DecoratorLibrary:
     import depcache  # noqa: PLC0415 - optional: --libs can leave it out
 
     adapter_name = f"{prefix}-dc"
     options: dict[str, Any] = {"url": url, "prefix": adapter_name}
     if "l1_size" in inspect.signature(depcache.RedisConfig).parameters:
         options["l1_size"] = 0  # measure the Redis path, whatever DEP_CACHE_L1_SIZE says
+    if cluster:
+        options["cluster"] = True
     manager = depcache.get_or_create_cache_manager(
         name=adapter_name, config=depcache.RedisConfig(**options)
     )
-    lib = DecoratorLibrary(depcache, manager)
+    lib = (DepcacheCluster if cluster else DecoratorLibrary)(depcache, manager)
     lib.name, lib.ttl, lib.manager_name = DC, ttl, adapter_name
     return lib
 
@@ -648,16 +797,31 @@ class Report:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        self.url: str = args.redis_url
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        settings: Settings,
+        *,
+        url: str | None = None,
+        run_prefix: str | None = None,
+    ) -> None:
+        self.url: str = url or args.redis_url
         self.settings = settings
         self.ttl: int | None = args.ttl or None
         self.admin = redis.Redis.from_url(self.url)
-        self.run_prefix = f"dcbench-{uuid.uuid4().hex[:10]}"
+        self.run_prefix = run_prefix or f"dcbench-{uuid.uuid4().hex[:10]}"
         self.report = Report()
         self.indexes = Indexes()
         self.libs: dict[str, Any] = {}
-        self.monitor = Monitor(self.admin, f"{self.run_prefix}-probe")
+        self.hit_spread = 1  # hits read this many keys in turn
+        self.monitor = self.make_monitor()
+
+    def make_monitor(self) -> Monitor:
+        return Monitor(self.admin, f"{self.run_prefix}-probe")
+
+    def commandstats(self) -> Counter[str]:
+        """The server's INFO commandstats calls per command."""
+        return server_commandstats(self.admin)
 
     # ---- counting -------------------------------------------------------------------------
 
@@ -665,7 +829,7 @@ class Bench:
     def counting(self, record: CommandCount, ops: int) -> Iterator[None]:
         """Count the commands of the code in the block, which runs ``ops`` operations."""
         monitor = self.monitor
-        before = server_commandstats(self.admin)
+        before = self.commandstats()
         t0 = time.perf_counter()
         session: AbstractContextManager[list[dict[str, Any]]] = (
             monitor.session() if monitor.available else nullcontext([])
@@ -673,7 +837,7 @@ class Bench:
         with session as lines, ClientCounter() as client:
             yield
         seconds = time.perf_counter() - t0
-        after = server_commandstats(self.admin)
+        after = self.commandstats()
         if any(after[name] < n for name, n in before.items()):
             record.commandstats_reset = True  # someone ran CONFIG RESETSTAT meanwhile
         delta = after - before  # keeps positive counts only
@@ -798,7 +962,7 @@ class Bench:
         for name, lib in self.libs.items():
             row_for_error = Row("hit", "", name)
             try:
-                ops[name] = lib.hit_op()
+                ops[name] = lib.hit_op(self.hit_spread)
             except Exception as exc:
                 self.report.rows.append(row_for_error)
                 self.report.problem(row_for_error, f"setup raised {exc!r}")
@@ -910,16 +1074,197 @@ class Bench:
 
     # ---- driver ---------------------------------------------------------------------------
 
-    def run(self) -> None:
-        t0 = time.perf_counter()
+    def phases(self) -> list[tuple[str, Callable[[], None]]]:
         phases: list[tuple[str, Callable[[], None]]] = [("hit", self.bench_hit)]
         phases += [(f"miss+store k={k}", partial(self.bench_miss, k)) for k in MISS_KS]
         phases += [
             (f"invalidate N={n}", partial(self.bench_invalidate, n)) for n in INVALIDATION_NS
         ]
-        for title, phase in phases:
+        return phases
+
+    def run(self, t0: float | None = None) -> None:
+        t0 = time.perf_counter() if t0 is None else t0
+        for title, phase in self.phases():
             print(f"{title}  (t={time.perf_counter() - t0:.1f} s)", flush=True)
             phase()
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster column
+# --------------------------------------------------------------------------------------------
+
+CLUSTER_MASTERS = 3
+CLUSTER_HIT_KEYS = 64
+CLUSTER_OPERATIONS = ("hit", "miss+store k=5", "invalidate N=10000")
+CLUSTER_DC = "depcache cluster"  # names used in the comparison and the chart
+CLUSTER_RAW = "redis-py cluster"
+
+
+class ClusterBench(Bench):
+    """hit, miss+store k=5 and invalidate N=10,000 on a throw-away Redis Cluster: depcache
+    (``cluster=True``) against raw redis-py's RedisCluster.
+
+    Its rows use the library names of the standalone run; the cluster report is separate.
+    Commands are counted with the INFO commandstats of every node: the cluster has no other
+    client, so they are this run's alone (MONITOR is not used)."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        settings: Settings,
+        nodes: list[Any],
+        run_prefix: str,
+    ) -> None:
+        self.nodes = nodes
+        self.node_admins = [redis.Redis.from_url(node.url) for node in nodes]
+        super().__init__(args, settings, url=nodes[0].url, run_prefix=run_prefix)
+        # entries spread over the masters: a hit reads one of 64 keys in turn, so that the
+        # times average over the nodes (and, for depcache, over whether the entry shares the
+        # epoch key's node)
+        self.hit_spread = CLUSTER_HIT_KEYS
+
+    def make_monitor(self) -> Monitor:
+        return Monitor.unavailable(
+            self.admin, "not used: the throw-away cluster has no other client"
+        )
+
+    def commandstats(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for admin in self.node_admins:
+            total.update(server_commandstats(admin))
+        return total
+
+    def setup(self, wanted: list[str]) -> None:
+        self.admin.ping()
+        self.libs[RAW] = RawCluster(self.url, f"{self.run_prefix}-raw", self.ttl)
+        self.libs[DC] = make_depcache(self.url, self.run_prefix, self.ttl, cluster=True)
+
+    def phases(self) -> list[tuple[str, Callable[[], None]]]:
+        return [
+            ("cluster: hit", self.bench_hit),
+            ("cluster: miss+store k=5", partial(self.bench_miss, 5)),
+            ("cluster: invalidate N=10000", partial(self.bench_invalidate, 10_000)),
+        ]
+
+    def cleanup(self) -> int:
+        """Close the clients; the keys go with the cluster. Returns how many keys it holds."""
+        held = 0
+        for lib in self.libs.values():
+            with suppress(Exception):  # closing is best effort
+                lib.close()
+        for admin in self.node_admins:
+            with suppress(Exception):
+                held += int(admin.dbsize())
+            admin.close()
+        self.admin.close()
+        return held
+
+
+@dataclass
+class ClusterRun:
+    requested: bool  # --cluster given explicitly
+    bench: ClusterBench | None = None
+    skipped: str | None = None  # why it did not run
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def cluster_unavailable() -> str | None:
+    """Why a throw-away cluster cannot be started here, or None."""
+    missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    try:
+        import tests.servers  # noqa: F401, PLC0415 - needs mirakuru and port-for
+    except ImportError as exc:
+        return f"cannot import tests.servers ({exc}; pip install mirakuru port-for)"
+    return None
+
+
+def run_cluster(
+    args: argparse.Namespace, settings: Settings, run_prefix: str, t0: float
+) -> ClusterRun:
+    """Start a 3-master cluster, run the cluster column on it, stop it."""
+    result = ClusterRun(requested=args.cluster is True)
+    reason = cluster_unavailable()
+    if reason is not None:
+        result.skipped = reason
+        return result
+    from tests.servers import redis_cluster  # noqa: PLC0415
+
+    print(f"starting a throw-away {CLUSTER_MASTERS}-master Redis Cluster", flush=True)
+    started = time.perf_counter()
+    try:
+        cluster = redis_cluster(CLUSTER_MASTERS)
+        nodes = cluster.__enter__()
+    except Exception as exc:
+        result.skipped = f"the cluster did not start: {exc!r}"
+        return result
+    try:
+        startup = time.perf_counter() - started
+        bench = ClusterBench(args, settings, nodes, f"{run_prefix}-c")
+        result.bench = bench
+        try:
+            bench.setup([RAW, DC])
+            server = bench.admin.info("server")
+            result.meta = {
+                "masters": CLUSTER_MASTERS,
+                "ports": [node.port for node in nodes],
+                "redis_server": server.get("redis_version"),
+                "startup_seconds": round(startup, 1),
+                "run_prefix": bench.run_prefix,
+            }
+            bench.run(t0)
+        except Exception as exc:
+            bench.report.problem(None, f"cluster column raised {exc!r}")
+            traceback.print_exc()
+        finally:
+            result.meta["keys_discarded_with_cluster"] = bench.cleanup()
+    finally:
+        cluster.__exit__(None, None, None)
+    return result
+
+
+def cluster_comparison(report: Report, cluster: Report) -> list[dict[str, Any]]:
+    """Per cluster operation: times and the ratios of cluster to standalone."""
+
+    def find(rep: Report, label: str, library: str) -> Row | None:
+        for row in rep.rows:
+            if row.label == label and row.library == library and not row.error:
+                return row
+        return None
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def rt(row: Row | None) -> float | None:
+        c = row.commands if row else None
+        return c.writes / c.ops if c and c.ops else None
+
+    out = []
+    for label in CLUSTER_OPERATIONS:
+        raw_s, dc_s = find(report, label, RAW), find(report, label, DC)
+        raw_c, dc_c = find(cluster, label, RAW), find(cluster, label, DC)
+        t = {
+            name: (row.median if row else None)
+            for name, row in (("raw_s", raw_s), ("dc_s", dc_s), ("raw_c", raw_c), ("dc_c", dc_c))
+        }
+        out.append(
+            {
+                "operation": label,
+                "redis_py_seconds": t["raw_s"],
+                "redis_py_cluster_seconds": t["raw_c"],
+                "depcache_seconds": t["dc_s"],
+                "depcache_cluster_seconds": t["dc_c"],
+                "depcache_cluster_over_standalone": div(t["dc_c"], t["dc_s"]),
+                "redis_py_cluster_over_standalone": div(t["raw_c"], t["raw_s"]),
+                "depcache_cluster_over_redis_py_cluster": div(t["dc_c"], t["raw_c"]),
+                "depcache_over_redis_py": div(t["dc_s"], t["raw_s"]),
+                "depcache_round_trips": rt(dc_s),
+                "depcache_cluster_writes": rt(dc_c),
+                "redis_py_cluster_writes": rt(raw_c),
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -931,22 +1276,19 @@ def _fmt(counter: dict[str, float]) -> str:
     return ", ".join(f"{name} {n:g}" for name, n in sorted(counter.items(), key=lambda x: -x[1]))
 
 
-def print_table(report: Report, meta: dict[str, Any]) -> None:
-    headers = [
-        "operation",
-        "library",
-        "ops/s",
-        "us/op",
-        "+-%",
-        "x raw",
-        "target",
-        "x aside",
-        "RT/op",
-        "sent/op",
-        "cmds/op",
-        "stats/op",
-    ]
-    lines: list[list[str]] = []
+def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def core_table(report: Report, *, targets: bool, writes: str = "RT/op") -> tuple[Table, list[str]]:
+    """The results table of a report, and its commands-per-operation lines."""
+    headers = ["operation", "library", "ops/s", "us/op", "+-%", "x raw"]
+    headers += ["target"] if targets else []
+    headers += ["x aside", writes, "sent/op", "cmds/op", "stats/op"]
+    table = Table(
+        headers,
+        right={i for i, h in enumerate(headers) if h not in ("operation", "library", "target")},
+    )
     breakdown: list[tuple[str, str, str, str]] = []
     for row in report.rows:
         med = row.median
@@ -958,101 +1300,149 @@ def print_table(report: Report, meta: dict[str, Any]) -> None:
             verdict = "" if ratio is None else (" ok" if ratio <= target else " MISSED")
             target_cell = f"<={target:g}{verdict}"
         c = row.commands
-        spread = row.spread
         stats_cell = "-" if not c.ops else f"{c.total_per_op(c.commandstats):g}"
         if c.commandstats_reset:
             stats_cell = "reset"
-        lines.append(
-            [
-                row.label,
-                row.library + (" (ERROR)" if row.error else ""),
-                f"{1 / med:,.0f}" if med else "-",
-                f"{med * 1e6:,.1f}" if med else "-",
-                f"{spread * 100:.0f}" if spread is not None else "-",
-                f"{ratio:.2f}" if ratio is not None else "-",
-                target_cell,
-                f"{aside:.2f}" if aside is not None else "",
-                f"{c.writes / c.ops:g}" if c.ops else "-",
-                f"{c.total_per_op(c.client):g}" if c.ops else "-",
-                f"{c.total_per_op(c.server):g}" if c.ops else "-",
-                stats_cell,
-            ]
-        )
+        cells = [
+            row.label,
+            row.library + (" (ERROR)" if row.error else ""),
+            f"{1 / med:,.0f}" if med else "-",
+            _num(med, ",.1f", 1e6),
+            _num(row.spread, ".0f", 100),
+            _num(ratio, ".2f"),
+        ]
+        cells += [target_cell] if targets else []
+        cells += [
+            f"{aside:.2f}" if aside is not None else "",
+            f"{c.writes / c.ops:g}" if c.ops else "-",
+            f"{c.total_per_op(c.client):g}" if c.ops else "-",
+            f"{c.total_per_op(c.server):g}" if c.ops else "-",
+            stats_cell,
+        ]
+        table.add(cells, group=row.label)
         if c.ops:
             breakdown.append(
                 (row.label, row.library, _fmt(c.per_op(c.client)), _fmt(c.per_op(c.scripts)))
             )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    right = {2, 3, 4, 5, 7, 8, 9, 10, 11}
+    w0 = max((len(b[0]) for b in breakdown), default=10)
+    w1 = max((len(b[1]) for b in breakdown), default=10)
+    lines = []
+    for label, library, sent, extra in breakdown:
+        text = f"{label:<{w0}}  {library:<{w1}}  sent: {sent or '-'}"
+        if extra:
+            text += f"  | in scripts: {extra}"
+        lines.append(text)
+    return table, lines
 
-    def fmt_line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(cells)
+
+def comparison_table(comparison: list[dict[str, Any]]) -> Table:
+    headers = [
+        "operation",
+        "redis-py us/op",
+        "redis-py cluster us/op",
+        "depcache us/op",
+        "depcache cluster us/op",
+        "depcache cluster / standalone",
+        "redis-py cluster / standalone",
+        "depcache cluster x raw cluster",
+        "depcache x raw (standalone)",
+        "depcache RT/op: standalone, cluster",
+    ]
+    table = Table(headers, right=set(range(1, len(headers))))
+    for c in comparison:
+        table.add(
+            [
+                c["operation"],
+                _num(c["redis_py_seconds"], ",.1f", 1e6),
+                _num(c["redis_py_cluster_seconds"], ",.1f", 1e6),
+                _num(c["depcache_seconds"], ",.1f", 1e6),
+                _num(c["depcache_cluster_seconds"], ",.1f", 1e6),
+                _num(c["depcache_cluster_over_standalone"], ".2f"),
+                _num(c["redis_py_cluster_over_standalone"], ".2f"),
+                _num(c["depcache_cluster_over_redis_py_cluster"], ".2f"),
+                _num(c["depcache_over_redis_py"], ".2f"),
+                f"{_num(c['depcache_round_trips'], 'g')}, "
+                f"{_num(c['depcache_cluster_writes'], 'g')}",
+            ]
         )
+    return table
 
-    print()
-    print(
-        f"depcache benchmark  redis {meta['redis_server']} at {meta['redis_url']}  "
-        f"redis-py {meta['redis_py']}  python {meta['python']}  decode: {meta['json']}"
-    )
-    print(
-        f"mode: {'quick' if meta['quick'] else 'full'}  ttl: {meta['ttl']}  "
-        f"repeats: {meta['repeats']} (hit/miss), {meta['invalidation_rounds']} (invalidate)"
-    )
+
+def build_document(report: Report, meta: dict[str, Any], cluster: ClusterRun | None) -> Document:
+    doc = Document()
+    doc.heading("Standalone Redis")
     counting = meta.get("counting", {})
     if counting.get("source") == "monitor":
-        print(
-            f"commands counted with MONITOR; other clients ran "
-            f"~{counting['other_clients_per_second']:,.0f} commands/s on this Redis meanwhile"
-            + (" (not idle: expect noisy timings)" if counting["other_clients_per_second"] else "")
+        busy = counting["other_clients_per_second"]
+        count_line = (
+            f"commands counted with MONITOR; other clients ran ~{busy:,.0f} commands/s on this "
+            "Redis meanwhile" + (" (not idle: expect noisy timings)" if busy else "")
         )
     else:
-        print(
+        count_line = (
             f"commands counted with INFO commandstats only (MONITOR: {counting.get('error')}); "
             "cmds/op includes other clients' commands if the server was not idle"
         )
-    print()
-    print(fmt_line(headers))
-    print(fmt_line(["-" * w for w in widths]))
-    previous = None
-    for row, line in zip(report.rows, lines, strict=True):
-        if previous is not None and row.label != previous:
-            print()
-        previous = row.label
-        print(fmt_line(line))
-    print()
-    print(
-        "x raw = time per op / redis-py's time per op (median of the repeats); "
-        "x aside = the same against redis-py:cache-aside (GET + pipelined SET/SADD)."
+    doc.para(
+        f"depcache benchmark: redis {meta.get('redis_server')} at {meta.get('redis_url')}, "
+        f"redis-py {meta.get('redis_py')} (hiredis {meta.get('hiredis') or 'not installed'}), "
+        f"python {meta.get('python')}, {meta.get('cpus')} CPUs, decode: {meta.get('json')}.",
+        f"mode: {'quick' if meta.get('quick') else 'full'}, ttl: {meta.get('ttl')}, "
+        f"repeats: {meta.get('repeats')} (hit/miss), {meta.get('invalidation_rounds')} "
+        "(invalidate).",
+        count_line + ".",
     )
-    print(
+    table, breakdown = core_table(report, targets=True)
+    doc.table(table)
+    doc.para(
+        "x raw = time per op / redis-py's time per op (median of the repeats); "
+        "x aside = the same against redis-py:cache-aside (GET + pipelined SET/SADD).",
         "RT/op = socket writes (round trips) per op; sent/op = commands this process sent; "
         "cmds/op = commands the server ran for the op, incl. inside Lua scripts (MONITOR); "
-        "stats/op = INFO commandstats delta per op (every client)."
-    )
-    print(
+        "stats/op = INFO commandstats delta per op (every client).",
         "Issue 2 quoted simple-dep-cache at "
         + ", ".join(f"{k} {v}x" for k, v in ISSUE_SDC_REFERENCE.items())
-        + "."
+        + ".",
     )
-    print()
-    print("Commands per operation")
-    w0 = max(len(b[0]) for b in breakdown) if breakdown else 10
-    w1 = max(len(b[1]) for b in breakdown) if breakdown else 10
-    for label, library, sent, extra in breakdown:
-        text = f"  {label:<{w0}}  {library:<{w1}}  sent: {sent or '-'}"
-        if extra:
-            text += f"  | in scripts: {extra}"
-        print(text)
-    if report.problems:
-        print()
-        print("PROBLEMS (these measurements are not valid):")
-        for problem in report.problems:
-            print(f"  - {problem}")
+    doc.heading("Commands per operation (standalone)")
+    doc.pre(breakdown)
+
+    if cluster is not None and cluster.bench is not None:
+        cmeta = cluster.meta
+        doc.heading(f"Redis Cluster ({CLUSTER_MASTERS} masters, throw-away, same machine)")
+        doc.para(
+            f"redis {cmeta.get('redis_server')} on ports "
+            f"{', '.join(str(p) for p in cmeta.get('ports', []))} (started in "
+            f"{cmeta.get('startup_seconds')} s); depcache with cluster=True against redis-py's "
+            "RedisCluster doing the same work (ClusterPipeline where keys span slots).",
+            "x raw = time per op / redis-py cluster's; writes/op = socket writes per op: a "
+            "cluster pipeline writes once to every node it reaches, then reads their replies, "
+            "so it costs about one round trip whatever the count; cmds/op and stats/op = the "
+            "INFO commandstats delta summed over the nodes (no other client).",
+        )
+        ctable, cbreakdown = core_table(cluster.bench.report, targets=False, writes="writes/op")
+        doc.table(ctable)
+        doc.heading("Commands per operation (cluster)")
+        doc.pre(cbreakdown)
+        doc.heading("Cluster vs standalone")
+        doc.table(comparison_table(cluster_comparison(report, cluster.bench.report)))
+        doc.para(
+            "us/op are medians of the runs above; a / b = the ratio of their times per op "
+            "(above 1: the first is slower)."
+        )
+    elif cluster is not None:
+        doc.para(f"Cluster column skipped: {cluster.skipped}.")
+
+    problems = report.problems + (
+        cluster.bench.report.problems if cluster is not None and cluster.bench else []
+    )
+    if problems:
+        doc.heading("PROBLEMS (these measurements are not valid)")
+        doc.pre([f"- {problem}" for problem in problems])
+    return doc
 
 
-def to_json(report: Report, meta: dict[str, Any]) -> dict[str, Any]:
+def rows_json(report: Report) -> list[dict[str, Any]]:
     rows = []
     for row in report.rows:
         c = row.commands
@@ -1089,7 +1479,110 @@ def to_json(report: Report, meta: dict[str, Any]) -> dict[str, Any]:
                 "error": row.error,
             }
         )
-    return {"meta": meta, "rows": rows, "problems": report.problems}
+    return rows
+
+
+def to_json(report: Report, meta: dict[str, Any], cluster: ClusterRun | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"meta": meta, "rows": rows_json(report), "problems": report.problems}
+    if cluster is None:
+        data["cluster"] = None
+    elif cluster.bench is None:
+        data["cluster"] = {"skipped": cluster.skipped}
+    else:
+        data["cluster"] = {
+            "skipped": None,
+            "meta": cluster.meta,
+            "rows": rows_json(cluster.bench.report),
+            "problems": cluster.bench.report.problems,
+            "comparison": cluster_comparison(report, cluster.bench.report),
+        }
+    return data
+
+
+def _ratios(report: Report, labels: list[str], library: str) -> list[float]:
+    """Time per op / raw's for each label (NaN where there is none)."""
+    values = []
+    for label in labels:
+        operation, _, param = label.partition(" ")
+        row = report.baseline(Row(operation, param, library), library)
+        ratio = report.ratio(row) if row is not None and not row.error else None
+        values.append(ratio if ratio is not None else math.nan)
+    return values
+
+
+def _bars(ax: Any, series: list[tuple[str, list[float], str]], labels: list[str]) -> None:
+    """Grouped horizontal bars, one group per label, each bar annotated with its value."""
+    width = 0.8 / max(1, len(series))
+    for n, (name, values, color) in enumerate(series):
+        ys = [i + (n - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        ax.barh(ys, values, height=width, label=name, color=color)
+        for y, v in zip(ys, values, strict=True):
+            if not math.isnan(v):
+                ax.text(v * 1.03, y, f"{v:.2f}", va="center", fontsize=7)
+    ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    finite = [v for _, values, _ in series for v in values if not math.isnan(v)]
+    ax.set_xscale("log")
+    low, high = min([*finite, 1.0]) * 0.8, max([*finite, 1.0]) * 1.5
+    ax.set_xlim(low, high)
+    ticks = [t for t in (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100) if low <= t <= high]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks([], minor=True)
+
+
+def write_chart(path: Path, report: Report, cluster: ClusterRun | None) -> str:
+    """A PNG of the ratios (x raw per operation; cluster / standalone). Returns a message."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional: only --chart needs it
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return f"--chart {path}: matplotlib is not installed (pip install matplotlib); skipped"
+
+    labels = list(dict.fromkeys(row.label for row in report.rows))
+    cluster_report = cluster.bench.report if cluster is not None and cluster.bench else None
+    series = [
+        (name, _ratios(report, labels, name), color)
+        for name, color in ((SDC, "#9e9e9e"), (DC, "#1f77b4"))
+        if any(row.library == name for row in report.rows)
+    ]
+    if cluster_report is not None:
+        values = _ratios(cluster_report, labels, DC)
+        series.append((f"{CLUSTER_DC} (x {CLUSTER_RAW})", values, "#ff7f0e"))
+    panels = 2 if cluster_report is not None else 1
+    fig, axes = plt.subplots(
+        1, panels, figsize=(7.5 * panels, 5.5), squeeze=False, constrained_layout=True
+    )
+    ax = axes[0][0]
+    _bars(ax, series, labels)
+    for i, label in enumerate(labels):
+        target = TARGETS.get(label)
+        if target is not None:
+            ax.plot([target, target], [i - 0.45, i + 0.45], color="red", linewidth=1.5)
+    ax.set_xlabel("time per op / raw redis-py's (log scale; red: issue 2 target)")
+    ax.set_title("Ratio to hand-written redis-py (lower is faster)")
+    if cluster_report is not None:
+        comparison = cluster_comparison(report, cluster_report)
+        pairs = [
+            ("depcache: cluster / standalone", "depcache_cluster_over_standalone", "#1f77b4"),
+            ("redis-py: cluster / standalone", "redis_py_cluster_over_standalone", "#9e9e9e"),
+            (f"{CLUSTER_DC} / {CLUSTER_RAW}", "depcache_cluster_over_redis_py_cluster", "#ff7f0e"),
+        ]
+        cluster_series = [
+            (name, [c[key] if c[key] is not None else math.nan for c in comparison], color)
+            for name, key, color in pairs
+        ]
+        bx = axes[0][1]
+        _bars(bx, cluster_series, [c["operation"] for c in comparison])
+        bx.set_xlabel("ratio of times per op (log scale; above 1: the first is slower)")
+        bx.set_title(f"What a {CLUSTER_MASTERS}-master cluster costs")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written to {path}"
 
 
 def metadata(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -1104,6 +1597,7 @@ def metadata(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "redis_url": redact(bench.url),
         "redis_server": server.get("redis_version"),
         "redis_py": redis.__version__,
+        "hiredis": version("hiredis"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -1138,6 +1632,9 @@ def redact(url: str) -> str:
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
+DEFAULT_MARKDOWN = ROOT / "bench" / "results" / "core.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -1145,7 +1642,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         help="Redis to run against (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
     )
-    parser.add_argument("--quick", action="store_true", help="few, short repeats (< 30 s)")
+    parser.add_argument("--quick", action="store_true", help="few, short repeats (< 40 s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
         "--ttl",
@@ -1158,6 +1655,21 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(LIBRARIES),
         help=f"comma-separated subset of {','.join(LIBRARIES)}",
     )
+    parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure depcache on a throw-away 3-master Redis Cluster (default: when "
+        "redis-server and redis-cli are installed; --cluster fails the run without them)",
+    )
+    parser.add_argument(
+        "--markdown",
+        nargs="?",
+        const=str(DEFAULT_MARKDOWN),
+        metavar="PATH",
+        help="also write the tables as markdown (default path bench/results/core.md)",
+    )
+    parser.add_argument("--chart", metavar="PATH", help="also draw the ratios as a PNG")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.libs.split(",") if name.strip()]
     unknown = set(wanted) - set(LIBRARIES)
@@ -1165,6 +1677,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown --libs {sorted(unknown)}")
     if RAW not in wanted:
         parser.error("--libs must include redis-py (the baseline)")
+    if args.cluster and DC not in wanted:
+        parser.error("--cluster measures depcache: --libs must include it")
 
     settings = Settings.for_mode(args.quick)
     t0 = time.perf_counter()
@@ -1178,17 +1692,40 @@ def main(argv: list[str] | None = None) -> int:
             f"key prefix {bench.run_prefix}-*",
             flush=True,
         )
-        bench.run()
+        bench.run(t0)
     finally:
         removed = bench.cleanup()
     meta["cleaned_keys"] = removed
     meta["counting"] = counting_summary(bench)
+
+    cluster: ClusterRun | None = None
+    if args.cluster is not False and DC in wanted:
+        cluster = run_cluster(args, settings, bench.run_prefix, t0)
+        if cluster.skipped:
+            print(f"cluster column skipped: {cluster.skipped}", file=sys.stderr, flush=True)
     meta["elapsed_seconds"] = round(time.perf_counter() - t0, 1)
-    print_table(bench.report, meta)
-    print(f"\n{meta['elapsed_seconds']} s; removed {removed} keys under {bench.run_prefix}-*")
+
+    doc = build_document(bench.report, meta, cluster)
+    print()
+    print(doc.text())
+    print(f"{meta['elapsed_seconds']} s; removed {removed} keys under {bench.run_prefix}-*")
     if args.json:
-        Path(args.json).write_text(stdjson.dumps(to_json(bench.report, meta), indent=2) + "\n")
-    return 3 if bench.report.problems else 0
+        data = to_json(bench.report, meta, cluster)
+        Path(args.json).write_text(stdjson.dumps(data, indent=2) + "\n")
+    if args.markdown:
+        command = "python bench/bench_core.py" + (" --quick" if args.quick else "")
+        title = f"bench_core.py ({'quick' if args.quick else 'full'} run, {meta['started']})"
+        doc.write_markdown(Path(args.markdown), title, command)
+        print(f"markdown written to {args.markdown}")
+    if args.chart:
+        print(write_chart(Path(args.chart), bench.report, cluster))
+
+    if cluster is not None and cluster.requested and cluster.bench is None:
+        return 2
+    problems = bench.report.problems or (
+        cluster is not None and cluster.bench is not None and cluster.bench.report.problems
+    )
+    return 3 if problems else 0
 
 
 if __name__ == "__main__":
