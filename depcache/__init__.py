@@ -24,6 +24,7 @@ from .errors import (
     DepCacheError,
     InvalidationError,
     SerializationError,
+    UnknownManagerError,
 )
 from .events import CacheEvent, CacheEventType, StatsCollector
 from .factories import create_async_redis_backend, create_redis_backend
@@ -63,6 +64,7 @@ __all__ = [
     "SerializationError",
     "SignedPickleSerializer",
     "StatsCollector",
+    "UnknownManagerError",
     "__version__",
     "add_dependency",
     "ainvalidate",

@@ -14,6 +14,7 @@ __all__ = [
     "DepCacheError",
     "InvalidationError",
     "SerializationError",
+    "UnknownManagerError",
 ]
 
 
@@ -36,6 +37,13 @@ class SerializationError(DepCacheError, TypeError):
     """A value cannot be stored exactly by the configured serializer."""
 
 
+class UnknownManagerError(DepCacheError, KeyError):
+    """A manager name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
 class InvalidationError(DepCacheError):
     """Invalidation failed on at least one manager; the others were still invalidated.
 
@@ -48,6 +56,6 @@ class InvalidationError(DepCacheError):
         super().__init__(f"invalidation failed on {len(report.errors)} manager(s): {failed}")
 
     @property
-    def errors(self) -> Mapping[str, BaseException]:
+    def errors(self) -> Mapping[str, Exception]:
         """The error raised by each manager that failed, by manager name."""
         return self.report.errors

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .config import ConfigBase, RedisConfig
-from .errors import InvalidationError
+from .errors import InvalidationError, UnknownManagerError
 from .manager import CacheManager
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class InvalidationReport:
 
     dependencies: list[str]
     removed: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, BaseException] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -113,7 +113,9 @@ def _targets(managers: Iterable[str] | None) -> Mapping[str, CacheManager]:
     names = list(managers)
     missing = [n for n in names if n not in snapshot]
     if missing:
-        raise KeyError(f"no registered cache manager named {', '.join(map(repr, missing))}")
+        raise UnknownManagerError(
+            f"no registered cache manager named {', '.join(map(repr, missing))}"
+        )
     return {n: snapshot[n] for n in names}
 
 
@@ -131,7 +133,7 @@ def invalidate(*dependencies: str, managers: Iterable[str] | None = None) -> Inv
 
     Raises:
         InvalidationError: some managers failed (after all were tried); ``.report`` says which.
-        KeyError: a name in ``managers`` is not registered.
+        UnknownManagerError: a name in ``managers`` is not registered (nothing is invalidated).
     """
     targets = _targets(managers)
     report = InvalidationReport(list(dependencies))

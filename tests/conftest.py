@@ -16,7 +16,7 @@ import depcache.testing
 from tests.helpers import release_connections
 
 # Session fixtures that start extra Redis deployments (two standalone servers, a cluster).
-pytest_plugins = ["tests.server_fixtures"]
+pytest_plugins = ["tests.server_fixtures", "tests.celery_fixtures"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

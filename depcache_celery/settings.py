@@ -1,0 +1,125 @@
+"""Settings of depcache_celery, read from a Celery app's configuration with environment fallbacks.
+
+Each setting is an ``app.conf`` key; when the app does not set it, the environment variable of
+the same name in upper case is read; else the default applies.
+
+``app.conf`` key (environment variable), default: meaning
+
+- ``depcache_exchange`` (``DEPCACHE_EXCHANGE``), ``depcache.events``: the durable topic exchange
+  producers publish events to.
+- ``depcache_queue`` (``DEPCACHE_QUEUE``), ``depcache.events.worker``: the durable queue the
+  worker consumes events from.
+- ``depcache_binding_keys`` (``DEPCACHE_BINDING_KEYS``, comma-separated), ``["#"]``: the
+  routing-key patterns binding that queue to the exchange.
+- ``depcache_dead_letter_queue`` (``DEPCACHE_DEAD_LETTER_QUEUE``), ``depcache.events.dead``: the
+  durable queue malformed messages, and failed shares past their retry age, go to.
+- ``depcache_max_message_bytes`` (``DEPCACHE_MAX_MESSAGE_BYTES``), ``65536``: larger messages are
+  dead-lettered.
+- ``depcache_prefetch_count`` (``DEPCACHE_PREFETCH_COUNT``), ``100``: unacknowledged event
+  messages the worker holds at once (so the largest batch).
+- ``depcache_batch_window`` (``DEPCACHE_BATCH_WINDOW``), ``0``: seconds the worker waits after a
+  message arrives for more to join its batch; 0 batches only what the broker delivered together
+  (on RabbitMQ that is often many; on the Redis transport one at a time).
+- ``depcache_retry_backoff_max`` (``DEPCACHE_RETRY_BACKOFF_MAX``), ``60``: seconds, the longest
+  wait between two retries of a failed manager's share (1, 2, 4, ... up to it).
+- ``depcache_retry_max_age`` (``DEPCACHE_RETRY_MAX_AGE``), ``3600``: seconds a failed share is
+  retried for before it is dead-lettered.
+
+A bad value raises :class:`depcache.ConfigError` naming the key or variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import depcache
+
+__all__ = ["Settings"]
+
+T = TypeVar("T")
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise depcache.ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _keys(name: str, value: object) -> tuple[str, ...]:
+    items: list[object]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise depcache.ConfigError(f"{name} must be a list of routing-key patterns, got {value!r}")
+    if not items or any(not isinstance(item, str) or not item for item in items):
+        raise depcache.ConfigError(f"{name} must hold non-empty routing-key patterns: {value!r}")
+    return tuple(str(item) for item in items)
+
+
+def _number(kind: Callable[[str], T], *, zero: bool = False) -> Callable[[str, object], T]:
+    what = "a number >= 0" if zero else "a positive number"
+
+    def convert(name: str, value: object) -> T:
+        try:
+            number = kind(value) if isinstance(value, str) else value
+        except ValueError:
+            raise depcache.ConfigError(f"{name} must be {what}, got {value!r}") from None
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or number < 0
+            or (number == 0 and not zero)
+        ):
+            raise depcache.ConfigError(f"{name} must be {what}, got {value!r}")
+        return number  # type: ignore[return-value]  # int or float as asked
+
+    return convert
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings (see the module's table)."""
+
+    exchange: str = "depcache.events"
+    queue: str = "depcache.events.worker"
+    binding_keys: tuple[str, ...] = ("#",)
+    dead_letter_queue: str = "depcache.events.dead"
+    max_message_bytes: int = 65536
+    prefetch_count: int = 100
+    batch_window: float = 0.0
+    retry_backoff_max: float = 60.0
+    retry_max_age: float = 3600.0
+
+    @classmethod
+    def from_conf(
+        cls, conf: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Resolve every setting from ``conf`` (e.g. ``app.conf``), then ``environ``, then the
+        default."""
+        conf = conf if conf is not None else {}
+        environ = environ if environ is not None else os.environ
+        converters: dict[str, Callable[[str, object], Any]] = {
+            "exchange": _text,
+            "queue": _text,
+            "binding_keys": _keys,
+            "dead_letter_queue": _text,
+            "max_message_bytes": _number(int),
+            "prefetch_count": _number(int),
+            "batch_window": _number(float, zero=True),
+            "retry_backoff_max": _number(float),
+            "retry_max_age": _number(float),
+        }
+        values: dict[str, Any] = {}
+        for attr, convert in converters.items():
+            key = f"depcache_{attr}"
+            value = conf.get(key)
+            if value is not None:
+                values[attr] = convert(key, value)
+            elif environ.get(key.upper()):
+                values[attr] = convert(key.upper(), environ[key.upper()])
+        return cls(**values)
