@@ -180,3 +180,29 @@ def test_l1_is_bounded(prefix: str) -> None:
     assert len(manager.l1) == 5
     manager.invalidate_dependency("all")
     assert len(manager.l1) == 0
+
+
+def test_l1_on_a_cluster_follows_invalidations_made_elsewhere(
+    cluster_url: str, prefix: str
+) -> None:
+    reader = _l1_manager(cluster_url, prefix, cluster=True)
+    writer = depcache.CacheManager(
+        RedisConfig(url=cluster_url, prefix=prefix, cluster=True), name=f"{prefix}-writer"
+    )
+    calls: list[int] = []
+
+    @cache_with_deps(cache_manager=reader)
+    def f() -> int:
+        calls.append(1)
+        add_dependency("row")
+        return len(calls)
+
+    assert f() == 1
+    assert f() == 1
+    assert reader.l1 is not None
+    assert len(reader.l1) == 1
+    assert writer.invalidate_dependency("row") == 1  # another manager: only pub/sub tells
+    assert _wait(lambda: len(reader.l1) == 0)  # type: ignore[arg-type]
+    assert f() == 2
+    writer.close()
+    reader.close()
