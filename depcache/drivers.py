@@ -28,6 +28,7 @@ from .flow import (
     Operation,
     Store,
     cache_flow,
+    quick_hit,
 )
 
 if TYPE_CHECKING:
@@ -143,8 +144,20 @@ _SYNC: dict[type, Callable[[_SyncCall, Any], Any]] = {
 
 def run_sync(spec: CallSpec, manager: CacheManager, key: str, args: Any, kwargs: Any) -> Any:
     """Run one call with blocking I/O; return its result or raise its exception."""
+    reply = None
+    if manager.l1 is None:  # look up first: a plain hit needs nothing more
+        try:
+            reply = manager.backend.lookup(key)
+        except Exception:
+            reply = None  # the flow looks up again and applies the error policy
+        else:
+            entry = quick_hit(spec, manager, key, reply)
+            if entry is not None:
+                if entry.exception is not None:
+                    raise entry.exception
+                return entry.value
     call = _SyncCall(spec, manager, args, kwargs)
-    flow: Flow = cache_flow(spec, manager, key, call.record)
+    flow: Flow = cache_flow(spec, manager, key, call.record, reply)
     outcome: Outcome = None
     try:
         op = next(flow)
@@ -238,8 +251,20 @@ _ASYNC: dict[type, Callable[[_AsyncCall, Any], Awaitable[Any]]] = {
 
 async def run_async(spec: CallSpec, manager: CacheManager, key: str, args: Any, kwargs: Any) -> Any:
     """Run one call without blocking the event loop; return or raise like the function."""
+    reply = None
+    if manager.l1 is None:  # look up first: a plain hit needs nothing more
+        try:
+            reply = await manager.async_backend.lookup(key)
+        except Exception:
+            reply = None  # the flow looks up again and applies the error policy
+        else:
+            entry = quick_hit(spec, manager, key, reply)
+            if entry is not None:
+                if entry.exception is not None:
+                    raise entry.exception
+                return entry.value
     call = _AsyncCall(spec, manager, args, kwargs)
-    flow: Flow = cache_flow(spec, manager, key, call.record)
+    flow: Flow = cache_flow(spec, manager, key, call.record, reply)
     outcome: Outcome = None
     try:
         op = next(flow)

@@ -35,6 +35,7 @@ __all__ = [
     "Store",
     "cache_flow",
     "local_hit",
+    "quick_hit",
 ]
 
 logger = logging.getLogger("depcache")
@@ -120,9 +121,17 @@ class CallRecord:
 
 
 def cache_flow(
-    spec: CallSpec, manager: CacheManager, key: str, record: CallRecord | None = None
+    spec: CallSpec,
+    manager: CacheManager,
+    key: str,
+    record: CallRecord | None = None,
+    looked_up: tuple[bytes | None, int | None] | None = None,
 ) -> Flow:
-    """Run one call: serve a hit, or compute, store and return (or raise) the outcome."""
+    """Run one call: serve a hit, or compute, store and return (or raise) the outcome.
+
+    ``looked_up`` is the backend's reply to a lookup the driver already made (its hit fast
+    path); the flow then does not look up again.
+    """
     record = record or CallRecord()
     events = manager.events.active
     l1 = manager.l1
@@ -133,7 +142,7 @@ def cache_flow(
             return (yield from _serve(spec, key, local, record, events))
         token = l1.token()
     started = time.monotonic()
-    reachable, entry, epoch = yield from _look_up(spec, manager, key)
+    reachable, entry, epoch = yield from _look_up(spec, manager, key, looked_up)
     if entry is not None:
         if l1 is not None:
             l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)
@@ -164,16 +173,22 @@ def cache_flow(
 
 
 def _look_up(
-    spec: CallSpec, manager: CacheManager, key: str
+    spec: CallSpec,
+    manager: CacheManager,
+    key: str,
+    looked_up: tuple[bytes | None, int | None] | None = None,
 ) -> Generator[Operation, Any, tuple[bool, Entry | None, int | None]]:
     """Read the entry. Returns (backend reachable, decoded entry or None, epoch or None)."""
-    try:
-        blob, epoch = yield Lookup(key)
-    except Exception as exc:
-        if not spec.silent:
-            raise
-        logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
-        return False, None, None
+    if looked_up is not None:
+        blob, epoch = looked_up
+    else:
+        try:
+            blob, epoch = yield Lookup(key)
+        except Exception as exc:
+            if not spec.silent:
+                raise
+            logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
+            return False, None, None
     if blob is None:
         return True, None, epoch
     try:
@@ -201,6 +216,24 @@ def _avoid_stampede(
             _reachable, entry, again = yield from _look_up(spec, manager, key)
             return entry, epoch if again is None else again
     return None, epoch
+
+
+def quick_hit(
+    spec: CallSpec, manager: CacheManager, key: str, reply: tuple[bytes | None, int | None]
+) -> Entry | None:
+    """The decoded entry of a lookup ``reply`` when the drivers may serve it without the flow
+    (a readable hit, and no L1, events or callback to involve), dependencies handed up."""
+    blob = reply[0]
+    if blob is None or manager.l1 is not None or spec.callback is not None:
+        return None
+    if manager.events.active:
+        return None
+    try:
+        entry = decode_entry(manager.serializer, blob, spec.exception_types)
+    except CorruptEntry:
+        return None  # the flow logs it and recomputes
+    _hand_up(entry)
+    return entry
 
 
 def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
