@@ -28,7 +28,7 @@ from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .locks import LockSteps
 from .loops import PerLoop
 from .redis_client import backend_errors
-from .steps import Steps, arun_steps, eval_command, run_steps
+from .steps import Command, Steps, arun_steps, eval_command, run_steps
 
 __all__ = ["AsyncRedisClusterCacheBackend", "RedisClusterCacheBackend"]
 
@@ -113,6 +113,10 @@ class _ClusterProtocol(BackendMixin):
         (stored,) = yield [eval_command("commit", (entry,), token, final, ttl_ms)]
         return bool(int(stored))
 
+    def _pending_key(self, dependency: str) -> str:
+        """Entries detached from ``dependency``'s index whose deletion is not yet confirmed."""
+        return f"{self.prefix}:d:{{{dependency}}}:p"
+
     def _invalidate_steps(self, dependencies: Iterable[str]) -> Steps:
         deps = sorted(set(dependencies))
         if not deps:
@@ -120,7 +124,12 @@ class _ClusterProtocol(BackendMixin):
         (epoch,) = yield [("INCR", self._epoch_key())]
         guard_ms = max(1, round(self.config.guard_seconds * 1000))
         detached = yield [
-            eval_command("detach", (self._deps_key(d), self._mark_key(d)), epoch, guard_ms)
+            eval_command(
+                "detach",
+                (self._deps_key(d), self._mark_key(d), self._pending_key(d)),
+                epoch,
+                guard_ms,
+            )
             for d in deps
         ]
         members = sorted({m for batch in detached for m in batch})
@@ -128,9 +137,17 @@ class _ClusterProtocol(BackendMixin):
         if members:
             deleted = yield [("DEL", m) for m in members]
             removed = sum(int(n) for n in deleted)
+        # the deletions are confirmed: drop them from the pending sets, and announce
+        final: list[Command] = [
+            ("SREM", self._pending_key(d), *batch)
+            for d, batch in zip(deps, detached, strict=True)
+            if batch
+        ]
         if self.announcer is not None:
             message = self.announcer.message(deps, removed)
-            yield [("PUBLISH", self.announcer.channel, message)]
+            final.append(("PUBLISH", self.announcer.channel, message))
+        if final:
+            yield final
         return removed
 
     def _simple(self, *command: Any) -> Steps:
