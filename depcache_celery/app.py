@@ -9,6 +9,7 @@ from celery import Celery, Task
 
 from .consumer import EventConsumerStep
 from .events import Router
+from .monitoring import install_monitoring
 from .tasks import register_tasks
 
 __all__ = ["Installation", "install"]
@@ -36,7 +37,8 @@ def install(app: Celery, *, router: Router | None = None) -> Installation:
     configured by the ``depcache_*`` settings of ``app.conf`` or the environment (see
     :mod:`depcache_celery.settings`), read when the worker starts. ``router`` routes events;
     None means :data:`depcache_celery.default_router` (where :func:`depcache_celery.on_event`
-    registers). Installing again on the same app returns the first installation.
+    registers). Also exposes the counters to operators (see :mod:`depcache_celery.monitoring`).
+    Installing again on the same app returns the first installation.
     """
     existing: Installation | None = getattr(app, _ATTR, None)
     if existing is not None:
@@ -48,6 +50,7 @@ def install(app: Celery, *, router: Router | None = None) -> Installation:
         "DepcacheEventConsumer", (EventConsumerStep,), {"router": router}
     )
     app.steps["consumer"].add(step)
+    install_monitoring(app)
     installation = Installation(app, router, tasks.invalidate, tasks.event, step)
     setattr(app, _ATTR, installation)
     return installation

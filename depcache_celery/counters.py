@@ -3,7 +3,9 @@
 ``events`` (bus messages and event tasks routed), ``unhandled_events`` (no handler, no
 dependencies), ``batches``, ``dependencies`` (invalidated, after de-duplication per batch),
 ``entries_removed``, ``target_failures`` (per manager), ``retries`` (failed shares handed to the
-retry path), ``dead_letters`` (by kind).
+retry path), ``dead_letters`` (by kind). Operators read them with ``celery inspect
+depcache_stats`` and, when prometheus-client is installed, as Prometheus metrics (see
+:mod:`depcache_celery.monitoring`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-__all__ = ["Stats", "stats"]
+__all__ = ["COUNTERS", "Stats", "stats"]
+
+COUNTERS = (
+    "events",
+    "unhandled_events",
+    "batches",
+    "dependencies",
+    "entries_removed",
+    "retries",
+)
+"""The plain counters, always present in :meth:`Stats.snapshot` (0 until counted)."""
 
 
 class Stats:
@@ -39,9 +51,11 @@ class Stats:
             self._dead_letters[kind] += 1
 
     def snapshot(self) -> dict[str, object]:
-        """Every counter, as plain dicts and ints."""
+        """Every counter, as plain dicts and ints (each of :data:`COUNTERS`, 0 if never counted;
+        ``target_failures`` and ``dead_letters`` as dicts by manager and by kind)."""
         with self._lock:
-            out: dict[str, object] = dict(self._counts)
+            out: dict[str, object] = dict.fromkeys(COUNTERS, 0)
+            out.update(self._counts)
             out["target_failures"] = dict(self._target_failures)
             out["dead_letters"] = dict(self._dead_letters)
             return out
