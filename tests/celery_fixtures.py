@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -228,3 +231,33 @@ def fill(manager: depcache.CacheManager, entries: dict[str, set[str]]) -> None:
     for key, deps in entries.items():
         manager.set(key, key, dependencies=deps)
         assert manager.exists(key)
+
+
+def start_worker_process(
+    workdir: Path, module: str, env: dict[str, str], log: str
+) -> subprocess.Popen[bytes]:
+    """``celery -A module worker`` (solo pool) as a subprocess in ``workdir``, logging to
+    ``workdir/log``: a worker that a test can SIGKILL."""
+    with (workdir / log).open("wb") as out:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", module, "worker"),
+                *("--pool", "solo", "--loglevel", "WARNING"),
+                *("--without-mingle", "--without-gossip", "--without-heartbeat"),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a worker subprocess (kill it if it does not stop within 15 s)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from tests.celery_fixtures import (
     fill,
     make_app,
     publish_event,
+    start_worker_process,
+    stop_process,
     wait_for,
 )
 from tests.servers import RedisServer, redis_server
@@ -225,33 +226,6 @@ def item_deps(data):
 EVENTS = 300
 
 
-def _start_worker(
-    tmp_path: Path, module: str, env: dict[str, str], log: str
-) -> subprocess.Popen[bytes]:
-    with (tmp_path / log).open("wb") as out:
-        return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", module, "worker"),
-                *("--pool", "solo", "--loglevel", "WARNING"),
-                *("--without-mingle", "--without-gossip", "--without-heartbeat"),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def worker_env(
     tmp_path: Path, rabbitmq_broker: str, names: Names, redis_url: str, prefix: str
@@ -307,7 +281,7 @@ def test_sigkilled_worker_loses_no_event(
                 delivery_mode=2,
             )
 
-    first = _start_worker(tmp_path, module, env, "worker1.log")
+    first = start_worker_process(tmp_path, module, env, "worker1.log")
     second: subprocess.Popen[bytes] | None = None
     try:
 
@@ -323,7 +297,7 @@ def test_sigkilled_worker_loses_no_event(
         assert killed_at < EVENTS, "the first worker finished before it was killed"
         assert any(manager.exists(f"k{n}") for n in range(EVENTS))
 
-        second = _start_worker(tmp_path, module, env, "worker2.log")
+        second = start_worker_process(tmp_path, module, env, "worker2.log")
         running = second
 
         def all_invalidated() -> bool:
@@ -336,7 +310,7 @@ def test_sigkilled_worker_loses_no_event(
         assert all(int(c) >= 1 for c in per_event.values())
         assert manager.exists("other")
     finally:
-        _stop(first)
+        stop_process(first)
         if second is not None:
-            _stop(second)
+            stop_process(second)
         counts.close()

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from kombu import Connection, Exchange, Producer
 
 import depcache
 from depcache_celery import Settings, event_queue
-from tests.celery_fixtures import Names, _cleanup, wait_for
+from tests.celery_fixtures import Names, _cleanup, start_worker_process, stop_process, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -87,33 +86,6 @@ def _transport_options(names: Names) -> dict[str, object]:
         "unacked_index_key": f"dct.{names.uid}.unacked_index",
         "unacked_mutex_key": f"dct.{names.uid}.unacked_mutex",
     }
-
-
-def _start_worker(
-    tmp_path: Path, module: str, env: dict[str, str], log: str
-) -> subprocess.Popen[bytes]:
-    with (tmp_path / log).open("wb") as out:
-        return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", module, "worker"),
-                *("--pool", "solo", "--loglevel", "WARNING"),
-                *("--without-mingle", "--without-gossip", "--without-heartbeat"),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -195,7 +167,9 @@ def test_sigkilled_worker_loses_no_event_on_redis(
                 delivery_mode=2,
             )
 
-    first = _start_worker(tmp_path, module, {**env, "TEST_STALL_AT": str(STALL_AT)}, "worker1.log")
+    first = start_worker_process(
+        tmp_path, module, {**env, "TEST_STALL_AT": str(STALL_AT)}, "worker1.log"
+    )
     second: subprocess.Popen[bytes] | None = None
     try:
 
@@ -215,7 +189,7 @@ def test_sigkilled_worker_loses_no_event_on_redis(
         assert all(manager.exists(f"k{n}") for n in lost)
         assert not any(manager.exists(f"k{n}") for n in range(STALL_AT) if n not in lost)
 
-        second = _start_worker(tmp_path, module, env, "worker2.log")
+        second = start_worker_process(tmp_path, module, env, "worker2.log")
         running = second
 
         def all_invalidated() -> bool:
@@ -234,8 +208,8 @@ def test_sigkilled_worker_loses_no_event_on_redis(
         assert VISIBILITY_TIMEOUT - 0.5 <= restored_after < VISIBILITY_TIMEOUT + 15, restored_after
         print(f"unacked {sorted(lost)} invalidated {restored_after:.1f} s after its delivery")
     finally:
-        _stop(first)
+        stop_process(first)
         if second is not None:
-            _stop(second)
+            stop_process(second)
         counts.close()
         broker.close()
