@@ -5,8 +5,15 @@
     depcache stats [--url URL] [--cluster] [--prefix P] [--json]
 
 ``--url`` defaults to ``REDIS_URL`` (else ``redis://localhost:6379/0``), ``--prefix`` to
-``DEP_CACHE_PREFIX`` (else ``cache``). Exit status: 0 on success, 1 when Redis fails, 2 for
-bad arguments.
+``DEP_CACHE_PREFIX`` (else ``cache``). Exit status: 0 on success, 1 when Redis (or a broker)
+fails, 2 for bad arguments.
+
+Other installed packages add subcommands through the entry-point group ``depcache.commands``:
+each entry point names a function ``register(commands)`` that adds parsers to the
+``argparse`` sub-parsers ``commands``, each with ``set_defaults(run=handler)``; a handler
+returns the exit status and raises :class:`~depcache.errors.ConfigError` for bad arguments and
+:class:`~depcache.errors.BackendError` when a server fails. ``depcache_celery`` adds
+``depcache emit`` and ``depcache dead-letters``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 import redis
@@ -154,7 +162,18 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--prefix", help="the manager's prefix (default: $DEP_CACHE_PREFIX)")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(run=cmd_stats)
+    _add_plugins(commands)
     return parser
+
+
+def _add_plugins(commands: Any) -> None:
+    """Let installed packages add subcommands (the ``depcache.commands`` entry points)."""
+    for point in entry_points(group="depcache.commands"):
+        try:
+            register = point.load()
+        except ImportError:  # the package's optional dependencies are not installed
+            continue
+        register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ manager concurrently; when some fail, the others are still invalidated and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -147,8 +148,10 @@ def invalidate(*dependencies: str, managers: Iterable[str] | None = None) -> Inv
             report.errors[name] = failure
         return _finish(report)
     pool = _executor()
+    # each call in a copy of the caller's context, so event callbacks see the caller's context
     futures = {
-        name: pool.submit(m.invalidate_dependencies, *dependencies) for name, m in targets.items()
+        name: pool.submit(contextvars.copy_context().run, m.invalidate_dependencies, *dependencies)
+        for name, m in targets.items()
     }
     for name, future in futures.items():
         exc = future.exception()

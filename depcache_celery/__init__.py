@@ -3,6 +3,10 @@
 - :func:`install` adds the tasks ``depcache.invalidate`` and ``depcache.event`` and the message
   bus consumer to your Celery app; ``depcache_celery.worker`` is a ready-made app.
 - :func:`on_event` maps an event to the dependencies it invalidates.
+- :func:`emit` / :func:`aemit` publish a domain event from app code, :func:`invalidate_later`
+  sends dependencies to the worker, :func:`invalidates` does it after a job succeeds, and
+  :func:`forward_invalidations` hands a manager's invalidations to the worker; all wait for
+  the commit inside a transaction (:func:`deferred`, Django, :mod:`depcache_celery.sqlalchemy`).
 - Other services publish JSON events to a durable topic exchange (see
   :mod:`depcache_celery.messages`); malformed ones go to a dead-letter queue.
 
@@ -15,8 +19,12 @@ from .app import Installation, install
 from .batch import BatchOutcome, BatchProcessor
 from .consumer import EventConsumerStep, event_exchange, event_queue
 from .counters import stats
+from .deferral import deferred, register_commit_hook, unregister_commit_hook
+from .emit import EmitError, aemit, build_event, emit, invalidate_later
 from .events import EventError, Router, TemplateHandler, default_router, on_event
 from .fanout import FanoutReport, apply
+from .forward import forward_invalidations
+from .invalidates import invalidates
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, BusMessage, parse_message
 from .settings import Settings
 from .tasks import EVENT_TASK, INVALIDATE_TASK
@@ -29,6 +37,7 @@ __all__ = [
     "BatchOutcome",
     "BatchProcessor",
     "BusMessage",
+    "EmitError",
     "EventConsumerStep",
     "EventError",
     "FanoutReport",
@@ -36,12 +45,21 @@ __all__ = [
     "Router",
     "Settings",
     "TemplateHandler",
+    "aemit",
     "apply",
+    "build_event",
     "default_router",
+    "deferred",
+    "emit",
     "event_exchange",
     "event_queue",
+    "forward_invalidations",
     "install",
+    "invalidate_later",
+    "invalidates",
     "on_event",
     "parse_message",
+    "register_commit_hook",
     "stats",
+    "unregister_commit_hook",
 ]

@@ -88,6 +88,11 @@ class TemplateHandler:
                 raise ValueError(f"empty dependency template for event {event!r}")
             self._fields.append(_template_fields(template))
 
+    @property
+    def fields(self) -> tuple[tuple[str, ...], ...]:
+        """Per template, the top-level data fields it reads."""
+        return tuple(tuple(fields) for fields in self._fields)
+
     def __call__(self, data: dict[str, Any]) -> list[str]:
         deps: list[str] = []
         for template, fields in zip(self.templates, self._fields, strict=True):

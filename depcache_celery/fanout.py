@@ -7,12 +7,31 @@ for a failing manager: the caller decides what to retry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import depcache
 
-__all__ = ["FanoutReport", "apply", "unique"]
+__all__ = ["FanoutReport", "apply", "in_fanout", "unique"]
+
+_in_fanout: ContextVar[bool] = ContextVar("depcache_celery_in_fanout", default=False)
+
+
+def in_fanout() -> bool:
+    """True while the worker's fan-out runs in this context: its invalidations must not be
+    forwarded back to the worker (see :func:`depcache_celery.forward_invalidations`)."""
+    return _in_fanout.get()
+
+
+@contextmanager
+def _fanning_out() -> Iterator[None]:
+    token = _in_fanout.set(True)
+    try:
+        yield
+    finally:
+        _in_fanout.reset(token)
 
 
 @dataclass
@@ -88,7 +107,8 @@ def apply(deps: Iterable[str], managers: Iterable[str] | None = None) -> FanoutR
         if not names:
             return report
     try:
-        result = depcache.invalidate(*dependencies, managers=names)
+        with _fanning_out():
+            result = depcache.invalidate(*dependencies, managers=names)
     except depcache.InvalidationError as exc:
         result = exc.report
     except KeyError as exc:  # a manager was unregistered meanwhile: report every target failed

@@ -1,0 +1,290 @@
+"""``depcache emit`` and ``depcache dead-letters``: the bus from a shell.
+
+    depcache emit EVENT [DATA_JSON] [--id ID] [--dependency DEP ...] [--broker URL] [--exchange X]
+    depcache dead-letters list [--limit N] [--json] [--broker URL] [--queue Q]
+    depcache dead-letters replay [--limit N] [--broker URL] [--queue Q] [--exchange X]
+    depcache dead-letters purge [--broker URL] [--queue Q]
+
+``--broker`` defaults to ``CELERY_BROKER_URL`` (else ``amqp://guest:guest@localhost:5672//``),
+``--exchange`` and ``--queue`` to the ``DEPCACHE_EXCHANGE`` and ``DEPCACHE_DEAD_LETTER_QUEUE``
+settings (else ``depcache.events`` and ``depcache.events.dead``).
+
+- ``emit`` publishes one event, as :func:`depcache_celery.emit` does (publisher confirms).
+- ``dead-letters list`` shows up to ``--limit`` dead letters (kind, reason, routing key, body)
+  and leaves them in the queue (they are returned unacknowledged when the command exits).
+- ``dead-letters replay`` republishes up to ``--limit`` of them and removes each once the broker
+  confirmed its copy: a ``malformed`` message goes back to the exchange with its routing key and
+  original body (after you fixed its handler, say); an ``expired`` share goes as an event
+  ``depcache.replay`` carrying its dependencies (invalidated on every manager: harmless where they
+  were already applied). A letter that cannot be replayed stays in the queue and is reported.
+- ``dead-letters purge`` empties the queue and prints how many letters went.
+
+Registered on the ``depcache`` command through the ``depcache.commands`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+from kombu import Connection, Exchange
+from kombu.message import Message
+
+import depcache
+
+from .deadletter import dead_letter_queue
+from .emit import EmitError, build_event, emit
+from .settings import Settings
+
+__all__ = ["register"]
+
+DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
+REPLAY_EVENT = "depcache.replay"
+
+
+def _broker(args: argparse.Namespace) -> str:
+    url: str = args.broker or os.environ.get("CELERY_BROKER_URL") or DEFAULT_BROKER
+    return url
+
+
+def _conf(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``depcache_*`` settings the options give (the environment fills the others)."""
+    conf: dict[str, Any] = {}
+    if getattr(args, "exchange", None):
+        conf["depcache_exchange"] = args.exchange
+    if getattr(args, "queue", None):
+        conf["depcache_dead_letter_queue"] = args.queue
+    return conf
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_conf(_conf(args))
+
+
+def _safe(url: str) -> str:
+    return str(Connection(url).as_uri())
+
+
+@contextmanager
+def _connection(url: str) -> Iterator[Connection]:
+    conn = Connection(url, transport_options={"confirm_publish": True}, connect_timeout=5)
+    try:
+        conn.ensure_connection(max_retries=2, interval_start=0, interval_step=1)
+    except Exception as exc:
+        conn.release()
+        raise depcache.BackendError(f"cannot reach the broker at {_safe(url)}: {exc}") from exc
+    try:
+        yield conn
+    finally:
+        conn.release()
+
+
+# -- emit ------------------------------------------------------------------------------------------
+def cmd_emit(args: argparse.Namespace) -> int:
+    """Publish one event to the bus."""
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise depcache.ConfigError(f"DATA is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise depcache.ConfigError(f"DATA must be a JSON object, got {args.data!r}")
+    settings = _settings(args)
+    url = _broker(args)
+    try:
+        build_event(args.event, data, id=args.id, dependencies=args.dependency or None)
+    except (TypeError, ValueError) as exc:
+        raise depcache.ConfigError(str(exc)) from None
+    app = Celery("depcache-cli", broker=url, set_as_current=False)  # holds the settings
+    app.conf.update(_conf(args))
+    try:
+        event_id = emit(
+            args.event,
+            data,
+            id=args.id,
+            dependencies=args.dependency or None,
+            app=app,
+            broker_url=url,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        )
+    except EmitError as exc:
+        raise depcache.BackendError(str(exc)) from exc
+    print(
+        f"sent event {args.event!r} (id {event_id}) to exchange {settings.exchange!r} "
+        f"on {_safe(url)}"
+    )
+    return 0
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+def _letters(conn: Connection, queue_name: str, limit: int) -> Iterator[tuple[Message, Any]]:
+    """Up to ``limit`` messages of the dead-letter queue, unacknowledged, with their parsed
+    letter (None when it is not a JSON object)."""
+    queue = dead_letter_queue(queue_name)(conn.default_channel)
+    queue.declare()
+    for _ in range(limit):
+        message = queue.get(no_ack=False, accept=["json", "application/json"])
+        if message is None:
+            return
+        try:
+            letter = json.loads(message.body or "")
+        except (TypeError, ValueError):
+            letter = None
+        yield message, letter if isinstance(letter, dict) else None
+
+
+def _describe(letter: dict[str, Any] | None, raw: Any) -> str:
+    if letter is None:
+        return f"(not a dead letter of depcache: {str(raw)[:200]!r})"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(letter.get("at") or 0)))
+    body = letter.get("body")
+    if body is None and "body_base64" in letter:
+        body = f"<{len(base64.b64decode(letter['body_base64']))} bytes, not UTF-8>"
+    if body is None and letter.get("dependencies"):
+        body = f"dependencies {letter['dependencies']} for managers {letter.get('managers')}"
+    return (
+        f"{stamp}  {letter.get('kind')}  key={letter.get('routing_key')}  "
+        f"reason: {letter.get('reason')}\n    {str(body)[:500]}"
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Show dead letters, leaving them in the queue."""
+    settings = _settings(args)
+    url = _broker(args)
+    count = 0
+    with _connection(url) as conn:
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+            count += 1
+            if args.json:
+                print(json.dumps(letter if letter is not None else {"raw": str(message.body)}))
+            else:
+                print(_describe(letter, message.body))
+        # closing the connection returns the unacknowledged letters to the queue
+    if not args.json:
+        print(f"{count} dead letter(s) shown from {settings.dead_letter_queue!r} on {_safe(url)}")
+    return 0
+
+
+def _replay_one(conn: Connection, settings: Settings, letter: dict[str, Any]) -> str:
+    """Republish one letter; returns what was sent. Raises ValueError if it cannot be."""
+    kind = letter.get("kind")
+    producer = conn.Producer()
+    if kind == "expired":
+        deps = letter.get("dependencies")
+        event = build_event(REPLAY_EVENT, {"managers": letter.get("managers")}, dependencies=deps)
+        routing_key, body, exchange_name = REPLAY_EVENT, event.body, settings.exchange
+    elif "body" in letter or "body_base64" in letter:
+        raw: bytes = (
+            letter["body"].encode("utf-8")
+            if "body" in letter
+            else base64.b64decode(letter["body_base64"])
+        )
+        routing_key = letter.get("routing_key") or ""
+        exchange_name = letter.get("exchange") or settings.exchange
+        body = raw
+    else:
+        raise ValueError("the letter holds neither a body nor dependencies")
+    exchange = Exchange(exchange_name, type="topic", durable=True, auto_delete=False)
+    producer.publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        content_type=letter.get("content_type") or "application/json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        declare=[exchange],
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+    )
+    return f"{kind} -> exchange {exchange_name!r}, key {routing_key!r}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Republish dead letters (see the module's docstring)."""
+    settings = _settings(args)
+    url = _broker(args)
+    replayed = kept = 0
+    with _connection(url) as conn:
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+            try:
+                if letter is None:
+                    raise ValueError("not a JSON object")
+                what = _replay_one(conn, settings, letter)
+            except (ValueError, TypeError, KeyError) as exc:
+                kept += 1
+                print(f"kept (cannot replay: {exc}): {_describe(letter, message.body)}")
+                continue
+            message.ack()
+            replayed += 1
+            print(f"replayed {what}")
+    print(f"{replayed} replayed, {kept} kept in {settings.dead_letter_queue!r} on {_safe(url)}")
+    return 0 if not kept else 1
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Empty the dead-letter queue."""
+    settings = _settings(args)
+    url = _broker(args)
+    with _connection(url) as conn:
+        queue = dead_letter_queue(settings.dead_letter_queue)(conn.default_channel)
+        queue.declare()
+        count = queue.purge() or 0
+    print(f"{count} dead letter(s) purged from {settings.dead_letter_queue!r} on {_safe(url)}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def register(commands: Any) -> None:
+    """Add ``emit`` and ``dead-letters`` to the ``depcache`` command's sub-parsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--broker", help=f"broker URL (default: $CELERY_BROKER_URL or {DEFAULT_BROKER})"
+    )
+
+    emit_parser = commands.add_parser("emit", parents=[common], help="publish a domain event")
+    emit_parser.add_argument("event", metavar="EVENT", help="the event name (routing key)")
+    emit_parser.add_argument("data", metavar="DATA", nargs="?", default="{}", help="JSON object")
+    emit_parser.add_argument("--id", help="the event's id (default: a new UUID)")
+    emit_parser.add_argument(
+        "--dependency", action="append", metavar="DEP", help="also invalidate DEP (repeatable)"
+    )
+    emit_parser.add_argument("--exchange", help="the topic exchange (default: $DEPCACHE_EXCHANGE)")
+    emit_parser.set_defaults(run=cmd_emit)
+
+    letters = commands.add_parser("dead-letters", help="inspect, replay or purge dead letters")
+    actions = letters.add_subparsers(dest="action", required=True)
+    queue_help = "the dead-letter queue (default: $DEPCACHE_DEAD_LETTER_QUEUE)"
+
+    show = actions.add_parser("list", parents=[common], help="show dead letters, keep them")
+    show.add_argument("--queue", help=queue_help)
+    show.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
+    show.add_argument("--json", action="store_true", help="print each letter as a JSON line")
+    show.set_defaults(run=cmd_list)
+
+    replay = actions.add_parser("replay", parents=[common], help="republish dead letters")
+    replay.add_argument("--queue", help=queue_help)
+    replay.add_argument("--limit", type=_positive, default=1000, help="at most N (default 1000)")
+    replay.add_argument(
+        "--exchange", help="exchange for expired shares (default: $DEPCACHE_EXCHANGE)"
+    )
+    replay.set_defaults(run=cmd_replay)
+
+    purge = actions.add_parser("purge", parents=[common], help="delete every dead letter")
+    purge.add_argument("--queue", help=queue_help)
+    purge.set_defaults(run=cmd_purge)

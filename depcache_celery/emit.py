@@ -1,0 +1,272 @@
+"""Sending invalidations from app code: :func:`emit`, :func:`aemit` and :func:`invalidate_later`.
+
+``emit("user.updated", {"id": 123})`` publishes the domain event as a bus message (see
+:mod:`depcache_celery.messages`) to the durable topic exchange (``depcache_exchange``) with the
+event name as routing key, persistent, on the broker of a Celery app (``app=``, default Celery's
+current app) or of ``broker_url=``. On RabbitMQ the broker confirms each message before
+:func:`emit` returns (publisher confirms); a lost connection is retried (``retry_policy``). When
+the broker cannot be reached in the end, :class:`EmitError` names it (without its password).
+
+``invalidate_later("user:123")`` sends the ``depcache.invalidate`` task instead: no router, the
+dependencies as given, on every manager of the worker (or those named).
+
+All three check their input first (a clear ``TypeError``/``ValueError``), and inside a
+transaction wait for the commit (see :mod:`depcache_celery.deferral`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from celery._state import get_current_app
+from kombu import Connection, Exchange, Producer
+from kombu.pools import producers
+
+import depcache
+
+from .deferral import defer_or_send, try_defer
+from .messages import parse_message
+from .settings import Settings
+from .tasks import INVALIDATE_TASK
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "EmitError",
+    "Event",
+    "aemit",
+    "build_event",
+    "emit",
+    "invalidate_later",
+]
+
+DEFAULT_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 5,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+"""kombu's retry policy for a publish whose connection was lost: 5 retries over about 6 s."""
+
+
+class EmitError(depcache.DepCacheError):
+    """The event could not be handed to the broker (after retries)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A checked event, ready to publish: its id, name and JSON body."""
+
+    id: str
+    event: str
+    body: bytes
+
+
+def _check_dependencies(dependencies: object, what: str) -> list[str]:
+    if isinstance(dependencies, (str, bytes)) or not isinstance(dependencies, Iterable):
+        raise TypeError(f"{what} must be a list of strings, got {dependencies!r}")
+    deps = list(dependencies)
+    for dep in deps:
+        if not isinstance(dep, str) or not dep:
+            raise ValueError(f"{what} must be non-empty strings, got {dep!r}")
+    return deps
+
+
+def build_event(
+    event: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    id: str | None = None,  # the bus message's field
+    dependencies: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+) -> Event:
+    """Check an event and make its bus message; what the worker would refuse is refused here.
+
+    Raises:
+        TypeError: ``event`` is not a string, ``data`` not a mapping with string keys, ``id``
+            not a string, ``dependencies`` not a list of strings.
+        ValueError: ``event`` is empty, ``data`` is not JSON-serialisable (the message names
+            the value), or the message is over ``max_bytes``.
+    """
+    if not isinstance(event, str):
+        raise TypeError(f"the event name must be a string, got {type(event).__name__}")
+    if not event:
+        raise ValueError("the event name must not be empty")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise TypeError(f"event {event!r}: data must be a mapping, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise TypeError(f"event {event!r}: data keys must be strings, got {key!r}")
+    if id is None:
+        id = uuid.uuid4().hex
+    elif not isinstance(id, str) or not id:
+        raise TypeError(f"event {event!r}: id must be a non-empty string, got {id!r}")
+    message: dict[str, Any] = {"event": event, "data": dict(data), "id": id}
+    if dependencies is not None:
+        what = f"event {event!r}: dependencies"
+        message["dependencies"] = _check_dependencies(dependencies, what)
+    try:
+        text = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event {event!r}: data is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"event {event!r}: data is nested too deeply") from None
+    body = text.encode("utf-8")
+    limit = max_bytes if max_bytes is not None else Settings().max_message_bytes
+    if len(body) > limit:
+        raise ValueError(
+            f"event {event!r}: the message is {len(body)} bytes, over the limit of {limit} "
+            "(depcache_max_message_bytes): the worker would dead-letter it"
+        )
+    parse_message(body, max_bytes=limit)  # the worker's own check: never raises here
+    return Event(id, event, body)
+
+
+# -- connections ----------------------------------------------------------------------------------
+_connections: dict[tuple[int, str], Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def _resolve_app(app: Celery | None) -> Celery:
+    if app is not None:
+        return app
+    return get_current_app()
+
+
+def _connection(app: Celery | None, broker_url: str | None) -> tuple[Connection, Settings]:
+    """A connection (a template for kombu's producer pool) with publisher confirms on, and the
+    settings to publish with."""
+    if broker_url is not None:
+        key = (0, broker_url)
+        settings = Settings.from_conf(app.conf if app is not None else None)
+    else:
+        celery_app = _resolve_app(app)
+        key = (id(celery_app), "")
+        settings = Settings.from_conf(celery_app.conf)
+    with _connections_lock:
+        conn = _connections.get(key)
+        if conn is None:
+            options = {"confirm_publish": True}
+            if broker_url is not None:
+                conn = Connection(broker_url, transport_options=options)
+            else:
+                conn = _resolve_app(app).connection_for_write(transport_options=options)
+            _connections[key] = conn
+    return conn, settings
+
+
+def _exchange(settings: Settings) -> Exchange:
+    return Exchange(settings.exchange, type="topic", durable=True, auto_delete=False)
+
+
+def _publish(
+    message: Event,
+    app: Celery | None,
+    broker_url: str | None,
+    retry_policy: Mapping[str, Any],
+) -> None:
+    conn, settings = _connection(app, broker_url)
+    exchange = _exchange(settings)
+    try:
+        with producers[conn].acquire(block=True, timeout=30) as producer:
+            assert isinstance(producer, Producer)
+            producer.publish(
+                message.body,
+                exchange=exchange,
+                routing_key=message.event,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                message_id=message.id,
+                declare=[exchange],  # a topic exchange, also on the Redis transport
+                retry=True,
+                retry_policy=dict(retry_policy),
+            )
+    except Exception as exc:
+        raise EmitError(
+            f"could not publish event {message.event!r} (id {message.id}) to exchange "
+            f"{settings.exchange!r} on {conn.as_uri()}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def emit(
+    event: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    id: str | None = None,  # the bus message's field
+    dependencies: Sequence[str] | None = None,
+    app: Celery | None = None,
+    broker_url: str | None = None,
+    retry_policy: Mapping[str, Any] | None = None,
+) -> str:
+    """Publish the domain event ``event`` with ``data`` to the bus; return its id.
+
+    ``id`` defaults to a new UUID; ``dependencies`` are invalidated as well as what the
+    worker's handlers map the event to. Sent on ``broker_url`` if given, else on the broker of
+    ``app`` (default: Celery's current app); the exchange is that app's ``depcache_exchange``.
+    Inside a transaction, sent after it commits (see :mod:`depcache_celery.deferral`).
+
+    Raises:
+        TypeError, ValueError: bad input (see :func:`build_event`).
+        EmitError: the broker did not take the message after retries.
+    """
+    message = build_event(event, data, id=id, dependencies=dependencies)
+    policy = DEFAULT_RETRY_POLICY if retry_policy is None else retry_policy
+    defer_or_send(lambda: _publish(message, app, broker_url, policy))
+    return message.id
+
+
+async def aemit(
+    event: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    id: str | None = None,  # the bus message's field
+    dependencies: Sequence[str] | None = None,
+    app: Celery | None = None,
+    broker_url: str | None = None,
+    retry_policy: Mapping[str, Any] | None = None,
+) -> str:
+    """:func:`emit` for asyncio: the publish runs in a worker thread, never blocking the loop."""
+    message = build_event(event, data, id=id, dependencies=dependencies)
+    policy = DEFAULT_RETRY_POLICY if retry_policy is None else retry_policy
+    send = functools.partial(_publish, message, app, broker_url, policy)
+    if not try_defer(send):  # deferral is decided in the caller's context
+        await asyncio.to_thread(send)
+    return message.id
+
+
+def invalidate_later(
+    *dependencies: str,
+    managers: Sequence[str] | None = None,
+    app: Celery | None = None,
+) -> str:
+    """Send the ``depcache.invalidate`` task for ``dependencies``; return the task id.
+
+    The worker invalidates them on every registered manager (or those named in ``managers``).
+    Inside a transaction, sent after it commits.
+
+    Raises:
+        TypeError, ValueError: no dependency, or one that is not a non-empty string; ``managers``
+            not a list of names.
+    """
+    deps = _check_dependencies(dependencies, "dependencies")
+    if not deps:
+        raise ValueError("invalidate_later() needs at least one dependency")
+    names = None if managers is None else _check_dependencies(managers, "managers")
+    task_id = uuid.uuid4().hex
+    celery_app = _resolve_app(app)
+
+    def send() -> None:
+        celery_app.send_task(INVALIDATE_TASK, args=[deps, names], task_id=task_id)
+
+    defer_or_send(send)
+    return task_id
