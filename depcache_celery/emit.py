@@ -192,10 +192,26 @@ def _publish(
                 retry_policy=dict(retry_policy),
             )
     except Exception as exc:
+        if _nacked(exc):
+            raise EmitError(
+                f"the broker refused (nacked) event {message.event!r} (id {message.id}) on "
+                f"exchange {settings.exchange!r} at {conn.as_uri()}: a queue is full or "
+                "unavailable"
+            ) from exc
         raise EmitError(
             f"could not publish event {message.event!r} (id {message.id}) to exchange "
             f"{settings.exchange!r} on {conn.as_uri()}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _nacked(exc: BaseException) -> bool:
+    """Whether the broker nacked the publish (a publisher confirm said no)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "MessageNacked":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def emit(

@@ -545,3 +545,26 @@ def test_cli_dead_letters_list_replay_purge(
         purge = _cli("dead-letters", "purge", *common)
         assert "1 dead letter(s) purged" in purge.stdout
         assert "0 dead letter(s) shown" in listed()
+
+
+def test_publisher_confirms_surface_a_refused_message(rabbitmq_broker: str, names: Names) -> None:
+    """A queue that rejects publishes when full makes RabbitMQ nack the message: with publisher
+    confirms emit() raises instead of losing it silently."""
+    app = make_app(rabbitmq_broker, names)
+    exchange = Exchange(names.exchange, type="topic", durable=True, auto_delete=False)
+    full = Queue(
+        f"{names.queue}.full",
+        exchange,
+        routing_key="#",
+        durable=True,
+        queue_arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+    )
+    with Connection(rabbitmq_broker) as conn:
+        full(conn.default_channel).declare()
+    try:
+        depcache_celery.emit("user.updated", {"id": 1}, app=app)  # fills the queue
+        with pytest.raises(depcache_celery.EmitError, match="nacked"):
+            depcache_celery.emit("user.updated", {"id": 2}, app=app)
+    finally:
+        with Connection(rabbitmq_broker) as conn:
+            conn.default_channel.queue_delete(full.name)
