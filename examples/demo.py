@@ -2,7 +2,8 @@
 "user.updated", the depcache_celery worker fanning it out, and the next call recomputing.
 
 With nothing configured it runs on the in-memory backend, kombu's in-memory broker and a worker
-in a thread of this process; set REDIS_URL (and CELERY_BROKER_URL) to run it on real servers.
+in a thread of this process; set REDIS_URL (and CELERY_BROKER_URL) to run it on real servers
+(DEPCACHE_* variables and CELERY_CONFIG_MODULE configure the bus as for any worker).
 
     python examples/demo.py
 """
@@ -84,6 +85,7 @@ def make_app() -> Celery:
     broker = os.environ.get("CELERY_BROKER_URL", "memory://localhost/")
     app = Celery("demo", broker=broker, set_as_current=False)
     app.conf.update(broker_heartbeat=0, worker_hijack_root_logger=False)
+    app.config_from_envvar("CELERY_CONFIG_MODULE", silent=True)  # further settings, optional
     depcache_celery.install(app)
     print(f"bus: Celery broker {broker}, depcache_celery installed")
     return app
@@ -120,7 +122,8 @@ def processed() -> int:
 
 
 def publish_raw(app: Celery, event: str, data: dict[str, object]) -> None:
-    exchange = Exchange("depcache.events", type="topic", durable=True, auto_delete=False)
+    name = depcache_celery.Settings.from_conf(app.conf).exchange  # DEPCACHE_EXCHANGE, ...
+    exchange = Exchange(name, type="topic", durable=True, auto_delete=False)
     body = json.dumps({"event": event, "data": data}).encode()
     with Connection(app.conf.broker_url) as conn:
         Producer(conn.default_channel).publish(
