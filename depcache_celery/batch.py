@@ -1,7 +1,7 @@
-"""One batch of bus messages: parse, route, one invalidation for all, then acknowledge.
+"""Batches of bus messages: parse, route, one invalidation for all, then acknowledge.
 
-A batch maps to one :func:`depcache_celery.fanout.apply` call with the union of its messages'
-dependencies, de-duplicated. Per message:
+A batch maps to one invalidation of the union of its messages' dependencies, de-duplicated, on
+every manager. Per message:
 
 - malformed (see :mod:`depcache_celery.messages`) or not routable (:class:`EventError`): published
   to the dead-letter queue with the reason, then acknowledged;
@@ -10,13 +10,23 @@ dependencies, de-duplicated. Per message:
   managers' names, retried with backoff). If even that hand-off fails, the messages stay
   unacknowledged, so the broker redelivers them when the channel closes.
 
-Nothing raises out of :meth:`BatchProcessor.process`: on the Redis transport an exception
-escaping a consumer callback stops the worker consuming.
+:meth:`BatchProcessor.process` does all of it in the calling thread. The worker's consumer splits
+it: :meth:`BatchProcessor.prepare` (route, dead-letter) and :meth:`BatchProcessor.finish`
+(count, hand off, acknowledge) run in its consumer thread, since kombu channels are not
+thread-safe, while :class:`Lanes` applies the dependencies on the managers in other threads: one
+lane per manager, so a manager that hangs holds up only its own lane. A lane that is busy when
+more batches come for it applies them all at once when it is free (one invalidation of their
+union; the entries it removed are counted on the first of them).
+
+Nothing raises out of :meth:`BatchProcessor.prepare`, :meth:`BatchProcessor.finish` or
+:meth:`BatchProcessor.process`: on the Redis transport an exception escaping a consumer callback
+stops the worker consuming.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +39,14 @@ from .events import EventError, Router
 from .fanout import FanoutReport, apply, unique
 from .messages import BadMessage, parse_message
 
-__all__ = ["BatchOutcome", "BatchProcessor"]
+__all__ = ["Batch", "BatchOutcome", "BatchProcessor", "Lanes"]
 
 logger = logging.getLogger(__name__)
 
 DeadLetterFn = Callable[[dict[str, Any]], None]
 HandOffFn = Callable[[list[str], list[str]], None]
 ApplyFn = Callable[[Iterable[str]], FanoutReport]
+ApplyOneFn = Callable[[list[str], str], FanoutReport]
 
 
 @dataclass
@@ -49,6 +60,16 @@ class BatchOutcome:
     dependencies: list[str] = field(default_factory=list)
     report: FanoutReport | None = None
     handed_off: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """A batch after :meth:`BatchProcessor.prepare`: its valid messages, still unacknowledged,
+    and the de-duplicated union of their dependencies."""
+
+    messages: list[Message]
+    dependencies: list[str]
+    outcome: BatchOutcome
 
 
 def _body(message: Message) -> bytes | str:
@@ -70,7 +91,7 @@ class BatchProcessor:
         hand_off: hands ``(dependencies, manager names)`` to the retry path; raises when it
             could not.
         max_message_bytes: larger bodies are dead-lettered.
-        apply: the fan-out (default :func:`depcache_celery.fanout.apply`).
+        apply: the fan-out :meth:`process` uses (default :func:`depcache_celery.fanout.apply`).
     """
 
     def __init__(
@@ -96,34 +117,66 @@ class BatchProcessor:
         return self._router if isinstance(self._router, Router) else self._router()
 
     def process(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Handle one batch; never raises (see the module's docstring)."""
+        """Handle one batch in this thread; never raises (see the module's docstring)."""
+        batch = self.prepare(messages)
+        if not batch.messages:
+            return batch.outcome
+        report: FanoutReport | None = None
+        if batch.dependencies:
+            try:
+                report = self._apply(batch.dependencies)
+            except Exception as exc:  # a bug of ours: never let it stop the consumer
+                logger.exception("depcache_celery: batch of %d message(s) failed", len(messages))
+                for message in batch.messages:
+                    self._reject(message, f"internal error: {exc!r}", batch.outcome)
+                return batch.outcome
+        return self.finish(batch, report)
+
+    def prepare(self, messages: Sequence[Message]) -> Batch:
+        """Route a batch's messages: dead-letter (and acknowledge) those that are malformed or
+        cannot be routed; the others, and their dependencies, are the returned :class:`Batch`.
+        Never raises."""
         outcome = BatchOutcome(received=len(messages))
+        batch = Batch([], [], outcome)
         if not messages:
-            return outcome
+            return batch
         self._stats.add("batches")
         pending = list(messages)
         try:
-            valid: list[Message] = []
             per_message: list[list[str]] = []
             router = self.router
             for message in messages:
                 deps = self._route(router, message, outcome)
+                pending.remove(message)
                 if deps is None:
-                    pending.remove(message)
                     continue
-                valid.append(message)
+                batch.messages.append(message)
                 per_message.append(deps)
-            outcome.dependencies = unique(dep for deps in per_message for dep in deps)
-            if self._invalidate(outcome):
-                for message in valid:
-                    self._ack(message, outcome)
-                    pending.remove(message)
-            else:
-                pending = []  # left unacknowledged on purpose
-                outcome.unacked += len(valid)
+            batch.dependencies = unique(dep for deps in per_message for dep in deps)
+            outcome.dependencies = batch.dependencies
         except Exception as exc:  # a bug of ours: never let it stop the consumer
             logger.exception("depcache_celery: batch of %d message(s) failed", len(messages))
-            for message in pending:
+            for message in [*batch.messages, *pending]:
+                self._reject(message, f"internal error: {exc!r}", outcome)
+            batch.messages = []
+            batch.dependencies = outcome.dependencies = []
+        return batch
+
+    def finish(self, batch: Batch, report: FanoutReport | None) -> BatchOutcome:
+        """Count what ``report`` (the batch's dependencies applied on the managers; None when
+        there were none) says, hand the failed managers' share to the retry path, then
+        acknowledge the batch's messages (or leave them unacknowledged when the hand-off
+        failed). Never raises."""
+        outcome = batch.outcome
+        try:
+            if self._settle(batch, report):
+                for message in batch.messages:
+                    self._ack(message, outcome)
+            else:
+                outcome.unacked += len(batch.messages)  # left unacknowledged on purpose
+        except Exception as exc:  # a bug of ours: never let it stop the consumer
+            logger.exception("depcache_celery: batch of %d message(s) failed", len(batch.messages))
+            for message in batch.messages:
                 self._reject(message, f"internal error: {exc!r}", outcome)
         return outcome
 
@@ -147,18 +200,19 @@ class BatchProcessor:
         )
         return deps
 
-    def _invalidate(self, outcome: BatchOutcome) -> bool:
-        """Apply the batch's dependencies; True when its messages can be acknowledged."""
-        if not outcome.dependencies:
+    def _settle(self, batch: Batch, report: FanoutReport | None) -> bool:
+        """Count the batch's invalidation; True when its messages can be acknowledged."""
+        outcome = batch.outcome
+        if not batch.dependencies:
             return True
-        report = self._apply(outcome.dependencies)
+        report = report if report is not None else FanoutReport(batch.dependencies)
         outcome.report = report
-        self._stats.add("dependencies", len(outcome.dependencies))
+        self._stats.add("dependencies", len(batch.dependencies))
         self._stats.add("entries_removed", report.total)
         if not report.removed and not report.errors:
             logger.warning(
                 "depcache_celery: no cache manager is registered: %d dependencies not invalidated",
-                len(outcome.dependencies),
+                len(batch.dependencies),
             )
         if not report.errors:
             return True
@@ -171,7 +225,7 @@ class BatchProcessor:
                 report.errors[name],
             )
         try:
-            self._hand_off(outcome.dependencies, failed)
+            self._hand_off(batch.dependencies, failed)
         except Exception:
             logger.exception(
                 "depcache_celery: could not hand the share of %s to the retry path; the batch "
@@ -215,3 +269,138 @@ class BatchProcessor:
             outcome.unacked += 1
             return
         outcome.acked += 1
+
+
+# --- applying batches off the consumer thread -----------------------------------------------------
+
+
+def _apply_one(dependencies: list[str], manager: str) -> FanoutReport:
+    return apply(dependencies, [manager])
+
+
+class Job:
+    """One batch handed to :class:`Lanes`: its report fills in as each manager's lane applies
+    it; ``remaining`` are the managers that have not yet."""
+
+    def __init__(
+        self, dependencies: list[str], targets: Iterable[str], payload: Any = None
+    ) -> None:
+        self.dependencies = dependencies
+        self.remaining = set(targets)
+        self.report = FanoutReport(list(dependencies))
+        self.payload = payload
+
+    @property
+    def done(self) -> bool:
+        """True once every manager's lane applied the job."""
+        return not self.remaining
+
+
+class _Lane:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending: list[Job] = []
+        self.busy = False
+
+
+class Lanes:
+    """Applies jobs on their managers, one thread per manager at a time (see the module's
+    docstring).
+
+    Args:
+        on_done: called with each job once every one of its managers applied it (or failed),
+            in the lane's thread; it must be quick and thread-safe.
+        on_idle: called, in the lane's thread, each time a lane has applied what it had (also
+            quick and thread-safe).
+        apply_one: applies ``(dependencies, manager name)`` on that manager (default
+            :func:`depcache_celery.fanout.apply` for that name).
+    """
+
+    def __init__(
+        self,
+        on_done: Callable[[Job], None],
+        *,
+        on_idle: Callable[[], None] | None = None,
+        apply_one: ApplyOneFn = _apply_one,
+    ) -> None:
+        self._on_done = on_done
+        self._on_idle = on_idle
+        self._apply_one = apply_one
+        self._lock = threading.Lock()
+        self._lanes: dict[str, _Lane] = {}
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` on the lane of each of its managers; a lane that is idle starts a
+        thread. A job without managers is done at once."""
+        if not job.remaining:
+            self._on_done(job)
+            return
+        start: list[_Lane] = []
+        with self._lock:
+            for name in sorted(job.remaining):
+                lane = self._lanes.get(name)
+                if lane is None:
+                    lane = self._lanes[name] = _Lane(name)
+                lane.pending.append(job)
+                if not lane.busy:
+                    lane.busy = True
+                    start.append(lane)
+        for lane in start:
+            threading.Thread(
+                target=self._run, args=(lane,), name=f"depcache-lane-{lane.name}", daemon=True
+            ).start()
+
+    def idle(self, names: Iterable[str]) -> bool:
+        """True when the lane of one of ``names`` (or of every one, when there are none) has
+        nothing to apply: a job submitted now would start at once there."""
+        with self._lock:
+            wanted = list(names)
+            if not wanted:
+                return True
+            return any(name not in self._lanes or not self._lanes[name].busy for name in wanted)
+
+    def busy(self) -> list[str]:
+        """The managers whose lanes are applying jobs, sorted."""
+        with self._lock:
+            return sorted(name for name, lane in self._lanes.items() if lane.busy)
+
+    def _run(self, lane: _Lane) -> None:
+        while True:
+            with self._lock:
+                jobs, lane.pending = lane.pending, []
+                if not jobs:
+                    lane.busy = False
+                    break
+            self._apply(lane.name, jobs)
+        if self._on_idle is not None:
+            try:
+                self._on_idle()
+            except Exception:
+                logger.exception("depcache_celery: the lane of %r could not signal", lane.name)
+
+    def _apply(self, name: str, jobs: list[Job]) -> None:
+        deps = unique(dep for job in jobs for dep in job.dependencies)
+        removed = 0
+        error: Exception | None = None
+        try:
+            report = self._apply_one(deps, name)
+            removed = report.removed.get(name, 0)
+            error = report.errors.get(name)
+        except Exception as exc:  # a bug of ours: report it as this manager's failure
+            logger.exception("depcache_celery: applying a batch on %r failed", name)
+            error = exc
+        finished: list[Job] = []
+        with self._lock:
+            for index, job in enumerate(jobs):
+                if error is not None:
+                    job.report.errors[name] = error
+                else:  # what one invalidation of the union removed, counted once
+                    job.report.removed[name] = removed if index == 0 else 0
+                job.remaining.discard(name)
+                if not job.remaining:
+                    finished.append(job)
+        for job in finished:
+            try:
+                self._on_done(job)
+            except Exception:
+                logger.exception("depcache_celery: could not hand back a finished batch")

@@ -7,15 +7,46 @@
 - the durable dead-letter queue ``depcache_dead_letter_queue``,
 
 and consumes the queue with manual acknowledgements, at most ``depcache_prefetch_count``
-messages unacknowledged. Messages that arrive together (everything the event loop delivered
-before it next turns, or within ``depcache_batch_window`` seconds of the first) form one batch,
-handled by :class:`~depcache_celery.batch.BatchProcessor`: one invalidation of the batch's
-de-duplicated dependencies on every manager.
+messages unacknowledged (which bounds the work in flight). Messages form batches, each handled
+as one invalidation of its de-duplicated dependencies on every manager (see
+:mod:`depcache_celery.batch`):
+
+- Messages that arrive together form one batch: everything the event loop delivered before it
+  next turns, or within ``depcache_batch_window`` seconds of the first (by default 10 ms on a
+  Redis broker, whose transport delivers one message per event-loop turn, and 0 elsewhere: see
+  :mod:`depcache_celery.settings`).
+- The invalidation runs off the consumer thread, in one lane (thread) per manager
+  (:class:`~depcache_celery.batch.Lanes`): a manager that hangs (a server that accepts
+  connections but never answers) holds up neither consuming, nor the worker's heartbeats, nor
+  the other managers. While a batch is being applied, the messages that arrive wait and join
+  the next batch, handed to the lanes once one of its managers' lanes is free: batches grow
+  when the managers are slower than the broker delivers. A lane still busy with earlier
+  batches applies all those that queued for it in one invalidation once it is free.
+- Routing, dead letters and acknowledgements stay in the consumer thread (kombu channels are not
+  thread-safe): a batch's messages are acknowledged there once every manager's lane applied it,
+  or once the failed managers' share was handed to the retry path. A manager that hangs thus
+  holds up the acknowledgement of the batches it has not applied, until its client's socket
+  timeout makes it fail (set ``socket_timeout`` on the managers' configurations) or until
+  ``depcache_prefetch_count`` messages are unacknowledged and the broker stops delivering.
+- The lanes hand finished batches back through the event loop: kombu's thread-safe
+  ``Hub.call_soon`` wakes the loop where kombu's hub has it (kombu 5.7 does); a timer checks
+  for them too (every 50 ms with an older hub, every second otherwise). The retry path's
+  ``depcache.invalidate`` tasks run in the worker's pool like any task (with the solo pool, in
+  the consumer thread: a hung manager holds it up there until its socket timeout).
+- When the consumer stops (worker shutdown, or a lost broker connection), it hands the batch
+  being gathered to the lanes and waits up to ``depcache_shutdown_timeout`` seconds for the
+  batches in flight, acknowledging those that finish; the others stay unacknowledged and the
+  broker delivers them again (at least once).
+
+Without an event loop (a green pool, or a transport without one), each message is handled at
+once in the consumer thread by :meth:`~depcache_celery.batch.BatchProcessor.process`.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -23,8 +54,10 @@ from celery import Celery, bootsteps
 from kombu import Consumer, Exchange, Producer, Queue, binding
 from kombu.message import Message
 
+import depcache
+
 from . import deadletter
-from .batch import BatchProcessor
+from .batch import Batch, BatchProcessor, Job, Lanes
 from .events import Router, default_router
 from .settings import Settings
 from .tasks import hand_off
@@ -32,6 +65,11 @@ from .tasks import hand_off
 __all__ = ["EventConsumerStep", "event_exchange", "event_queue"]
 
 logger = logging.getLogger(__name__)
+
+# How often a timer looks for batches the lanes finished: often where the lanes cannot wake the
+# event loop themselves, as a safety net where they can.
+_POLL_INTERVAL = 0.05
+_SAFETY_INTERVAL = 1.0
 
 
 def event_exchange(settings: Settings) -> Exchange:
@@ -50,6 +88,12 @@ def event_queue(settings: Settings) -> Queue:
     )
 
 
+def _threadsafe_call_soon(hub: Any) -> bool:
+    """True when ``hub.call_soon`` may be called from another thread (kombu 5.7 and later
+    guard its ready set with a lock and wake the poller)."""
+    return getattr(hub, "_ready_lock", None) is not None and hasattr(hub, "_waker")
+
+
 class EventConsumerStep(bootsteps.ConsumerStep):
     """Consumes the event queue in the worker (see the module's docstring).
 
@@ -63,42 +107,64 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         super().__init__(parent, **kwargs)
         self.app: Celery = parent.app
         self.settings = Settings.from_conf(self.app.conf)
-        self._parent: Any = None
-        self._buffer: list[Message] = []
-        self._flush_scheduled = False
+        self._hub: Any = None
+        self._hub_threadsafe = False
+        self._batch_window = 0.0
+        self._timer_entry: Any = None
         self._producer: Producer | None = None
+        # The consumer thread's state (the lock only guards against a stop from another thread).
+        self._lock = threading.RLock()
+        self._buffer: list[Message] = []
+        self._holding = False  # the buffer waits for its batch window to end
+        self._window = 0  # tells the window of one buffer from the next
+        self._in_flight = 0  # batches of this channel handed to the lanes, not yet finished
+        self._generation = 0  # one per channel: batches of a closed channel are not acked
+        # Shared with the lanes' threads.
+        self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
         self.processor = BatchProcessor(
             router=self._current_router,
             dead_letter=self._publish_dead_letter,
             hand_off=self._hand_off,
             max_message_bytes=self.settings.max_message_bytes,
         )
+        self.lanes = Lanes(self._on_job_done, on_idle=self._wake)
 
     def _current_router(self) -> Router:
         return type(self).router or default_router
 
     # -- bootstep protocol -----------------------------------------------------------------------
     def start(self, c: Any) -> None:
-        self._parent = c
+        hub = getattr(c, "hub", None)
+        self._hub = hub
+        self._hub_threadsafe = hub is not None and _threadsafe_call_soon(hub)
+        transport = getattr(getattr(c, "connection", None), "transport", None)
+        self._batch_window = self.settings.batch_window_for(
+            str(getattr(transport, "driver_type", ""))
+        )
         super().start(c)
+        if hub is not None:
+            interval = _SAFETY_INTERVAL if self._hub_threadsafe else _POLL_INTERVAL
+            self._timer_entry = hub.call_repeatedly(interval, self._pump)
 
     def stop(self, c: Any) -> None:
-        self._flush()
+        self._wind_down()
         super().stop(c)
 
     def shutdown(self, c: Any) -> None:
-        self._flush()
+        self._wind_down()
         super().shutdown(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
-        self._buffer = []
-        self._flush_scheduled = False
-        queue = event_queue(self.settings)
+        with self._lock:
+            self._new_channel()
+        queue_ = event_queue(self.settings)
         deadletter.dead_letter_queue(self.settings.dead_letter_queue)(channel).declare()
         self._producer = Producer(channel)
         consumer = Consumer(
             channel,
-            queues=[queue],
+            queues=[queue_],
             on_message=self._on_message,
             prefetch_count=self.settings.prefetch_count,
             auto_declare=True,
@@ -113,35 +179,108 @@ class EventConsumerStep(bootsteps.ConsumerStep):
 
     # -- messages ----------------------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:
-        """Buffer the message; the batch is handled once the event loop has delivered all that
-        arrived together."""
+        """Buffer the message; the batch is handed to the lanes once the event loop has
+        delivered all that arrived together (or the batch window ended) and a lane is free."""
         try:
-            self._buffer.append(message)
-            if self._flush_scheduled:
+            hub = self._hub
+            if hub is None:  # no event loop (e.g. a green pool): handle it now
+                self._process_now([message])
                 return
-            self._flush_scheduled = True
-            parent = self._parent
-            hub = getattr(parent, "hub", None) if parent is not None else None
-            if hub is not None and self.settings.batch_window > 0:
-                hub.call_later(self.settings.batch_window, self._flush)
-            elif hub is not None:
-                hub.call_soon(self._flush)
-            else:  # no event loop (e.g. a green pool): handle it now
-                self._flush()
+            with self._lock:
+                first = not self._buffer
+                self._buffer.append(message)
+                if not first:
+                    return
+                window = self._batch_window
+                if window > 0:
+                    self._holding = True
+                    self._window += 1
+                    hub.call_later(window, self._end_window, self._window)
+                else:
+                    hub.call_soon(self._pump)
         except Exception:  # never let an exception reach kombu (see batch.py)
             logger.exception("depcache_celery: could not handle a message")
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._buffer = self._buffer, []
-        if not batch:
-            return
-        started = time.perf_counter()
+    def _end_window(self, window: int) -> None:
+        with self._lock:
+            if window == self._window:
+                self._holding = False
+        self._pump()
+
+    def _pump(self) -> None:
+        """In the consumer thread: finish the batches the lanes applied, and hand the buffer to
+        the lanes when it is due."""
+        with self._wake_lock:
+            self._wake_pending = False
         try:
-            outcome = self.processor.process(batch)
-        except Exception:  # process() does not raise; this guards the event loop regardless
-            logger.exception("depcache_celery: batch of %d message(s) failed", len(batch))
+            with self._lock:
+                self._finish_done()
+                if self._dispatch():
+                    self._finish_done()
+        except Exception:  # never let an exception reach the event loop
+            logger.exception("depcache_celery: could not handle the batches")
+
+    def _wake(self) -> None:
+        """From a lane's thread: have the consumer thread run :meth:`_pump` soon."""
+        hub = self._hub
+        if hub is None or not self._hub_threadsafe:
+            return  # the timer will
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        hub.call_soon(self._pump)
+
+    def _on_job_done(self, job: Job) -> None:
+        self._done.put(job)
+        self._wake()
+
+    # -- batches (consumer thread, under self._lock) -----------------------------------------------
+    def _dispatch(self, *, force: bool = False) -> bool:
+        """Hand the buffer to the lanes as one batch when it is due (``force``: now); True when
+        it did."""
+        if not self._buffer:
+            return False
+        if not force:
+            if self._holding:
+                return False
+            if self._in_flight and not self.lanes.idle(self._targets()):
+                return False  # it grows until a lane is free
+        messages, self._buffer = self._buffer, []
+        self._holding = False
+        batch = self.processor.prepare(messages)
+        if not batch.messages:
+            return False
+        targets = self._targets() if batch.dependencies else []
+        job = Job(
+            batch.dependencies,
+            targets,
+            payload=(self._generation, batch, time.perf_counter()),
+        )
+        self._in_flight += 1
+        self.lanes.submit(job)
+        return True
+
+    def _finish_done(self) -> None:
+        while True:
+            try:
+                job = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        generation, batch, started = job.payload
+        assert isinstance(batch, Batch)
+        if generation != self._generation:
+            logger.info(
+                "depcache_celery: a batch of %d message(s) of a closed channel was applied; "
+                "the broker delivers it again",
+                len(batch.messages),
+            )
             return
+        self._in_flight -= 1
+        outcome = self.processor.finish(batch, job.report)
         logger.debug(
             "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
             "%d dead-lettered, %d unacked, %.1f ms",
@@ -153,6 +292,63 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             (time.perf_counter() - started) * 1000,
         )
 
+    def _wind_down(self) -> None:
+        """Hand the buffer to the lanes, then wait up to ``depcache_shutdown_timeout`` for the
+        batches in flight and finish them; forget the rest (left unacknowledged)."""
+        with self._lock:
+            entry, self._timer_entry = self._timer_entry, None
+            if entry is not None:
+                entry.cancel()
+            try:
+                self._dispatch(force=True)
+                deadline = time.monotonic() + self.settings.shutdown_timeout
+                self._finish_done()
+                while self._in_flight > 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = self._done.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                    self._finish(job)
+            except Exception:
+                logger.exception("depcache_celery: could not finish the batches in flight")
+            if self._in_flight:
+                logger.warning(
+                    "depcache_celery: stopping with %d batch(es) still being applied (managers "
+                    "busy: %s); they stay unacknowledged and the broker delivers them again",
+                    self._in_flight,
+                    ", ".join(self.lanes.busy()) or "none",
+                )
+            self._new_channel()
+
+    def _new_channel(self) -> None:
+        self._buffer = []
+        self._holding = False
+        self._in_flight = 0
+        self._generation += 1
+
+    def _process_now(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        with self._lock:
+            outcome = self.processor.process(messages)
+        logger.debug(
+            "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
+            "%d dead-lettered, %d unacked, %.1f ms",
+            outcome.received,
+            len(outcome.dependencies),
+            outcome.acked,
+            outcome.dead_lettered,
+            outcome.unacked,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    @staticmethod
+    def _targets() -> list[str]:
+        return sorted(depcache.registered_managers())
+
+    # -- side effects that must stay on the consumer's channel -------------------------------------
     def _publish_dead_letter(self, letter: dict[str, Any]) -> None:
         if self._producer is None:
             raise RuntimeError("the event consumer has no channel")

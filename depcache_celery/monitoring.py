@@ -1,7 +1,7 @@
 """The worker's counters (:mod:`depcache_celery.counters`) for operators.
 
 - The Celery inspect command ``depcache_stats``: ``celery -A yourapp inspect depcache_stats``,
-  or :func:`inspect_stats` from Python, returns ``{worker hostname: stats.snapshot()}``. It is
+  or :func:`inspect_stats` from Python, returns ``{worker hostname: counters}``. It is
   registered in Celery's (process-wide) control panel when this module is imported.
 - When ``prometheus-client`` is installed, :func:`install_monitoring` (called by
   :func:`depcache_celery.install`) registers a collector into its default registry that reads
@@ -13,10 +13,10 @@
 - ``depcache_prometheus_port`` (``DEPCACHE_PROMETHEUS_PORT``), unset by default: when set, the
   worker serves those metrics over HTTP on that port while it runs (needs prometheus-client).
 
-The counters are per process: with the prefork pool, ``depcache.invalidate`` and
-``depcache.event`` tasks count in the pool's child processes, which neither the inspect command
-nor the collector (both in the worker's main process) see; the bus consumer counts in the main
-process.
+Both report the whole worker (:func:`depcache_celery.counters.worker_snapshot`): the main
+process, where the bus consumer counts, plus its prefork pool children, where the
+``depcache.invalidate`` and ``depcache.event`` tasks count (each child saves its counters after
+each of those tasks; the counts of children that were replaced are kept).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from celery.worker.control import Panel, inspect_command
 
 import depcache
 
-from .counters import COUNTERS, Stats, stats
+from .counters import COUNTERS, Stats, worker_snapshot
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -68,8 +68,8 @@ _DOCS = {
 
 
 def _depcache_stats(state: Any) -> dict[str, object]:
-    """depcache_celery's counters in this worker process."""
-    return stats.snapshot()
+    """depcache_celery's counters in this worker (with its pool children)."""
+    return worker_snapshot()
 
 
 def _register_inspect_command() -> None:
@@ -100,16 +100,16 @@ def inspect_stats(
 
 
 class StatsCollector:
-    """A prometheus-client collector reading ``source`` (default the process's counters) on
-    each scrape."""
+    """A prometheus-client collector reading ``source`` on each scrape (default the worker's
+    counters: this process's and its pool children's)."""
 
     def __init__(self, source: Stats | None = None) -> None:
-        self._source = source if source is not None else stats
+        self._read = source.snapshot if source is not None else worker_snapshot
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.metrics_core import CounterMetricFamily  # noqa: PLC0415
 
-        snapshot = self._source.snapshot()
+        snapshot = self._read()
         for name in COUNTERS:
             value = snapshot.get(name, 0)
             yield CounterMetricFamily(

@@ -17,9 +17,18 @@ the same name in upper case is read; else the default applies.
   dead-lettered.
 - ``depcache_prefetch_count`` (``DEPCACHE_PREFETCH_COUNT``), ``100``: unacknowledged event
   messages the worker holds at once (so the largest batch).
-- ``depcache_batch_window`` (``DEPCACHE_BATCH_WINDOW``), ``0``: seconds the worker waits after a
-  message arrives for more to join its batch; 0 batches only what the broker delivered together
-  (on RabbitMQ that is often many; on the Redis transport one at a time).
+- ``depcache_batch_window`` (``DEPCACHE_BATCH_WINDOW``), ``0.01`` on a Redis broker, else ``0``:
+  seconds the worker waits after a message arrives for more to join its batch. A batch is also
+  never smaller than what the broker delivered together, plus whatever arrived while the previous
+  batch was being applied. RabbitMQ delivers many messages at once, so 0 batches bursts there;
+  kombu's Redis transport delivers one message per event-loop turn, faster than a batch is
+  applied, so without a window a burst would be applied one message at a time (hence the 10 ms
+  default there: at most 10 ms more latency per event, for batches of many messages). Set it
+  (0 included) to override the default.
+- ``depcache_shutdown_timeout`` (``DEPCACHE_SHUTDOWN_TIMEOUT``), ``10``: seconds the worker, when
+  it stops or loses its broker connection, waits for the batches still being applied (a manager
+  that hangs) before it leaves them unacknowledged for the broker to deliver again; 0 does not
+  wait.
 - ``depcache_retry_backoff_max`` (``DEPCACHE_RETRY_BACKOFF_MAX``), ``60``: seconds, the longest
   wait between two retries of a failed manager's share (1, 2, 4, ... up to it).
 - ``depcache_retry_max_age`` (``DEPCACHE_RETRY_MAX_AGE``), ``3600``: seconds a failed share is
@@ -37,7 +46,10 @@ from typing import Any, TypeVar
 
 import depcache
 
-__all__ = ["Settings"]
+__all__ = ["REDIS_BATCH_WINDOW", "Settings"]
+
+REDIS_BATCH_WINDOW = 0.01
+"""The default ``depcache_batch_window`` on a Redis broker, seconds."""
 
 T = TypeVar("T")
 
@@ -83,7 +95,8 @@ def _number(kind: Callable[[str], T], *, zero: bool = False) -> Callable[[str, o
 
 @dataclass(frozen=True)
 class Settings:
-    """The resolved settings (see the module's table)."""
+    """The resolved settings (see the module's table). ``batch_window`` is None when not set:
+    :meth:`batch_window_for` gives the default for the broker's transport."""
 
     exchange: str = "depcache.events"
     queue: str = "depcache.events.worker"
@@ -91,9 +104,18 @@ class Settings:
     dead_letter_queue: str = "depcache.events.dead"
     max_message_bytes: int = 65536
     prefetch_count: int = 100
-    batch_window: float = 0.0
+    batch_window: float | None = None
     retry_backoff_max: float = 60.0
     retry_max_age: float = 3600.0
+    shutdown_timeout: float = 10.0
+
+    def batch_window_for(self, driver_type: str) -> float:
+        """The batch window on a broker whose kombu transport has ``driver_type`` (``"amqp"``,
+        ``"redis"``, ...): the setting, else :data:`REDIS_BATCH_WINDOW` on Redis and 0
+        elsewhere."""
+        if self.batch_window is not None:
+            return self.batch_window
+        return REDIS_BATCH_WINDOW if driver_type == "redis" else 0.0
 
     @classmethod
     def from_conf(
@@ -113,6 +135,7 @@ class Settings:
             "batch_window": _number(float, zero=True),
             "retry_backoff_max": _number(float),
             "retry_max_age": _number(float),
+            "shutdown_timeout": _number(float, zero=True),
         }
         values: dict[str, Any] = {}
         for attr, convert in converters.items():

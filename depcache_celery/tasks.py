@@ -13,7 +13,9 @@ once (kind ``unknown_manager``). It is also the retry path of the bus consumer a
 is dead-lettered (kind ``malformed``) and the task fails with :class:`EventError`.
 
 Both tasks acknowledge late and are requeued when the worker is lost: invalidating twice is
-harmless.
+harmless. They count what they did in :mod:`depcache_celery.counters`; in a prefork pool child,
+each task ends by saving the child's counters for the worker's main process
+(:func:`~depcache_celery.counters.save_for_parent`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from celery import Celery, Task
 
 from . import deadletter
-from .counters import stats
+from .counters import save_for_parent, stats
 from .events import EventError, Router, default_router
 from .fanout import FanoutReport, apply
 from .settings import Settings
@@ -214,7 +216,10 @@ def register_tasks(app: Celery, router: Router | None = None) -> Tasks:
         attempt: int = 0,
         failing_since: float | None = None,
     ) -> dict[str, object]:
-        return runtime.invalidate(self, dependencies, managers, attempt, failing_since)
+        try:
+            return runtime.invalidate(self, dependencies, managers, attempt, failing_since)
+        finally:
+            save_for_parent()
 
     @app.task(name=EVENT_TASK, shared=False, acks_late=True, reject_on_worker_lost=True)
     def event(
@@ -222,6 +227,9 @@ def register_tasks(app: Celery, router: Router | None = None) -> Tasks:
         data: dict[str, Any],
         dependencies: list[str] | None = None,
     ) -> dict[str, object]:
-        return runtime.event(event, data, dependencies)
+        try:
+            return runtime.event(event, data, dependencies)
+        finally:
+            save_for_parent()
 
     return Tasks(invalidate=invalidate, event=event)

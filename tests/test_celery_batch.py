@@ -9,11 +9,20 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Producer, Queue
 from kombu.message import Message
 
-from depcache_celery import BatchProcessor, FanoutReport, Router
-from tests.celery_fixtures import Names, publish_event
+import depcache
+import depcache_celery
+from depcache_celery import BatchProcessor, FanoutReport, Router, Settings, event_queue, install
+from tests.celery_fixtures import (
+    Names,
+    _cleanup,
+    embedded_worker,
+    make_app,
+    publish_event,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -124,12 +133,13 @@ def test_batch_stays_unacknowledged_when_the_hand_off_fails(
     outcome = recorder.processor(_router()).process(_take(queue, 4))
     assert (outcome.acked, outcome.dead_lettered, outcome.unacked) == (1, 1, 3)
     # the channel closes: the broker delivers the three valid messages again
-    queue.channel.close()
+    channel: Any = queue.channel
+    channel.close()
     with Connection(rabbitmq_broker) as conn:
         again = queue(conn.default_channel)
         redelivered = _take(again, 3)
         assert all(m.delivery_info["redelivered"] for m in redelivered)
-        assert sorted(json.loads(m.body)["event"] for m in redelivered) == [
+        assert sorted(json.loads(str(m.body))["event"] for m in redelivered) == [
             "nobody.listens",
             "user.updated",
             "user.updated",
@@ -157,3 +167,67 @@ def test_a_bug_in_routing_dead_letters_instead_of_raising(
     outcome = processor.process(_take(queue, 1))
     assert outcome.dead_lettered == 1
     assert "internal error" in recorder.dead[0]["reason"]
+
+
+# --- batches on a real worker ---------------------------------------------------------------------
+
+BURST = 300
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_burst_is_applied_in_batches_without_a_batch_window(
+    request: pytest.FixtureRequest, broker: str, names: Names, redis_url: str, prefix: str
+) -> None:
+    """A burst waiting in the queue is applied in batches of many messages with the default
+    settings: on RabbitMQ, which delivers many messages at once, and on Redis, whose transport
+    delivers one message per event-loop turn, thanks to its default batch window."""
+    broker_url = str(
+        request.getfixturevalue(f"{broker}_broker_url" if broker == "redis" else "rabbitmq_url")
+    )
+    try:
+        managers = [
+            depcache.get_or_create_cache_manager(
+                name=f"{prefix}{suffix}",
+                config=depcache.RedisConfig(url=redis_url, prefix=f"{prefix}{suffix}"),
+            )
+            for suffix in ("a", "b")
+        ]
+        for manager in managers:
+            for n in range(BURST):
+                manager.set(f"k{n}", n, dependencies={f"item:{n}"})
+            manager.set("other", 0, dependencies={"item:other"})
+        app = make_app(broker_url, names)
+        assert Settings.from_conf(app.conf).batch_window is None  # the transport's default
+        router = Router()
+        router.on_event("item.changed", deps=["item:{n}"])
+        install(app, router=router)
+        # the burst waits in the worker's queue before the worker starts
+        exchange = Exchange(names.exchange, type="topic", durable=True, auto_delete=False)
+        with Connection(broker_url) as conn:
+            event_queue(Settings.from_conf(app.conf))(conn.default_channel).declare()
+            producer = Producer(conn.default_channel)
+            for n in range(BURST):
+                producer.publish(
+                    json.dumps({"event": "item.changed", "data": {"n": n}}).encode(),
+                    exchange=exchange,
+                    routing_key="item.changed",
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    declare=[exchange],
+                )
+        with embedded_worker(app):
+            wait_for(
+                lambda: not any(m.exists(f"k{n}") for m in managers for n in range(BURST)),
+                timeout=60,
+                what="the burst",
+            )
+        counts = depcache_celery.stats.snapshot()
+        assert counts["events"] == BURST
+        assert counts["dependencies"] == BURST
+        batches = counts["batches"]
+        assert isinstance(batches, int)
+        assert batches < BURST / 2
+        assert all(m.exists("other") for m in managers)
+    finally:
+        _cleanup(broker_url, names)

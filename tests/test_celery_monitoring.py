@@ -3,7 +3,11 @@ embedded worker, and the Prometheus collector (and its HTTP server)."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -11,7 +15,7 @@ from celery.worker.control import Panel
 
 import depcache
 import depcache_celery
-from depcache_celery import install
+from depcache_celery import counters, install
 from depcache_celery.monitoring import (
     INSPECT_COMMAND,
     StatsCollector,
@@ -63,10 +67,12 @@ def test_inspect_depcache_stats_on_a_worker(
     with embedded_worker(app) as worker:
         app.send_task("depcache.invalidate", args=[["user:1"]])
         wait_for(lambda: not any(m.exists("u1") for m in two_managers), what="the invalidation")
-        replies = inspect_stats(app, timeout=5.0)
-        # the same through Celery's own inspect API (what ``celery inspect depcache_stats`` calls)
-        raw: object = app.control.inspect(timeout=5.0)._request(INSPECT_COMMAND)
         hostname = str(worker.hostname)  # type: ignore[attr-defined]
+        # only this worker: other workers may share the broker
+        replies = inspect_stats(app, timeout=5.0, destination=[hostname])
+        # the same through Celery's own inspect API (what ``celery inspect depcache_stats`` calls)
+        inspect = app.control.inspect(timeout=5.0, destination=[hostname])
+        raw: object = inspect._request(INSPECT_COMMAND)
     assert set(replies) == {hostname}
     counts = replies[hostname]
     assert counts["dependencies"] == 1
@@ -131,3 +137,49 @@ def test_worker_serves_metrics_over_http(rabbitmq_broker: str, names: Names) -> 
         socket.create_connection(("127.0.0.1", port), timeout=1),
     ):
         pass  # the server stopped with the worker
+
+
+def test_worker_snapshot_adds_children_and_keeps_those_that_exited() -> None:
+    """The files pool children write (see test_celery_prefork_counters.py for real ones): a live
+    child's is read on each call; an exited child's is folded into a running total, then
+    removed."""
+    sharing = counters._sharing
+    sharing.directory.mkdir(exist_ok=True)
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(exited.stdout)
+    live = sharing.directory / f"{os.getpid()}.json"
+    dead = sharing.directory / f"{dead_pid}.json"
+    retired_before = sharing.retired.snapshot()
+    try:
+        live.write_text(json.dumps({"events": 2, "target_failures": {"a": 1}}))
+        dead.write_text(json.dumps({"events": 5, "dead_letters": {"expired": 1}}))
+        depcache_celery.stats.add("events", 1)
+        for _ in range(2):  # the exited child's counts stay once its file is gone
+            snapshot = counters.worker_snapshot()
+            assert snapshot["events"] == 8
+            assert snapshot["target_failures"] == {"a": 1}
+            assert snapshot["dead_letters"] == {"expired": 1}
+            assert not dead.exists()
+        assert live.exists()
+    finally:
+        live.unlink(missing_ok=True)
+        dead.unlink(missing_ok=True)
+        sharing.retired.reset()
+        sharing.retired.absorb(retired_before)
+
+
+def test_combine_adds_snapshots() -> None:
+    total = counters.combine(
+        {"events": 1, "target_failures": {"a": 1}},
+        {"events": 2, "batches": 1, "target_failures": {"a": 2, "b": 1}, "dead_letters": {}},
+    )
+    assert total["events"] == 3
+    assert total["batches"] == 1
+    assert total["retries"] == 0
+    assert total["target_failures"] == {"a": 3, "b": 1}
+    assert total["dead_letters"] == {}
