@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy
@@ -28,6 +29,7 @@ import depcache_celery
 import depcache_celery.sqlalchemy
 from depcache_celery import Router, install
 from tests.celery_fixtures import Managers, Names, embedded_worker, fill, make_app, wait_for
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -568,3 +570,21 @@ def test_publisher_confirms_surface_a_refused_message(rabbitmq_broker: str, name
     finally:
         with Connection(rabbitmq_broker) as conn:
             conn.default_channel.queue_delete(full.name)
+
+
+def test_emit_retries_when_the_connection_was_lost(
+    rabbitmq_broker: str, names: Names, observer: Callable[[], int]
+) -> None:
+    """The broker connection dies between two emits (and stays refused for a moment): the next
+    emit reconnects and delivers, nothing is lost."""
+    upstream = urlsplit(rabbitmq_broker)
+    with TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672)) as proxy:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+        app = make_app(url, names)
+        depcache_celery.emit("user.updated", {"id": 1}, app=app)
+        proxy.cut()
+        depcache_celery.emit("user.updated", {"id": 2}, app=app)
+        proxy.cut(refuse_for=1.5)
+        depcache_celery.emit("user.updated", {"id": 3}, app=app)
+        assert proxy.accepted >= 3  # a new connection after each cut
+    assert observer() == 3
