@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import ConfigError
 
@@ -348,13 +349,16 @@ class RedisConfig(ConfigBase):
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password (if any) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """Return ``url`` with its password (if any) replaced by ``***``: in the user info (a
+    password may hold unquoted ``/ ? # @``: everything up to the last ``@`` is user info) and
+    in a ``password=`` query parameter. May hide more than the password, never less."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<unparseable url>" if "@" in url else url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = userinfo.split(":", 1)[0] + ":***@" + hostpart
+    path, question, query = rest.partition("?")
+    if question:
+        rest = path + "?" + re.sub(r"(?i)(^|&)(password=)[^&#]*", r"\1\2***", query)
+    return f"{scheme}://{rest}"

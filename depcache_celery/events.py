@@ -235,6 +235,13 @@ class Router:
                 deps[dep] = None
         for dep in explicit:
             deps[dep] = None
+        for dep in deps:
+            try:
+                dep.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. a lone surrogate: Redis could not take it
+                raise EventError(
+                    f"event {event!r}: dependency {dep!r} is not valid Unicode text"
+                ) from None
         return list(deps)
 
     @staticmethod

@@ -126,6 +126,8 @@ def parse_message(
         raise BadMessage(f"not JSON: {exc}") from None
     except RecursionError:
         raise BadMessage("not JSON this worker can read: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than sys.get_int_max_str_digits()
+        raise BadMessage(f"not JSON this worker can read: {exc}") from None
     if not isinstance(obj, dict):
         raise BadMessage(f"not a JSON object but {_type_name(obj)}")
 

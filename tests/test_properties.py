@@ -412,11 +412,6 @@ def test_any_json_document_parses_or_says_why(value: Any) -> None:
     _check_parsed(_parse(json.dumps(value), max_bytes=65536))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_message catches JSONDecodeError only; json.loads raises a plain ValueError for "
-    "an integer over sys.get_int_max_str_digits() digits",
-)
 def test_a_huge_integer_is_a_bad_message() -> None:
     with pytest.raises(BadMessage, match="not JSON"):
         parse_message('{"event": "user.updated", "data": {"id": ' + "7" * 5000 + "}}")
@@ -499,12 +494,6 @@ def test_a_batch_routes_or_dead_letters_every_message(bodies: list[bytes]) -> No
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JSON string holding a lone surrogate passes validation and becomes a dependency "
-    "Redis cannot encode: the whole batch's invalidation fails on every manager and is retried "
-    "until it expires, so the valid events of the batch are never applied",
-)
 def test_an_unencodable_dependency_does_not_hold_back_the_rest_of_its_batch(
     redis_manager: depcache.CacheManager,
 ) -> None:
@@ -528,11 +517,6 @@ def test_an_unencodable_dependency_does_not_hold_back_the_rest_of_its_batch(
     assert handed_off == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a message with a huge integer makes parse_message raise a plain ValueError, which "
-    "BatchProcessor treats as an internal error and dead-letters the whole batch",
-)
 def test_a_huge_integer_does_not_dead_letter_the_rest_of_its_batch() -> None:
     recorder, channel = _Recorder(), RecordingChannel()
     processor = BatchProcessor(

@@ -696,11 +696,6 @@ def test_working_and_failing_connections_log_no_credentials(
     _assert_hidden(text, wrong_secret)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mask_url (depcache/config.py) masks only the URL's userinfo; redis-py also takes "
-    "?password= in the query string, which then shows in reprs and BackendError messages",
-)
 def test_a_password_in_the_query_string_is_masked(prefix: str) -> None:
     config = RedisConfig(
         url=f"redis://127.0.0.1:1/0?password={SECRET}", prefix=prefix, socket_timeout=1
@@ -711,11 +706,6 @@ def test_a_password_in_the_query_string_is_masked(prefix: str) -> None:
     _assert_hidden(repr(config) + config.safe_url + _everything_about(caught.value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mask_url (depcache/config.py) returns a URL unchanged when its password holds an "
-    "unquoted '/', '?' or '#' (urlsplit then finds no userinfo); the ConfigError echoes it",
-)
 @pytest.mark.parametrize("char", ["/", "?", "#"])
 def test_an_unquoted_special_character_does_not_reveal_the_password(char: str, prefix: str) -> None:
     secret = f"pa{char}{SECRET}"
