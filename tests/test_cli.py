@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,22 +84,36 @@ def test_stats_invalidate_and_watch(
 
 
 def test_watch_prints_readable_lines(redis_url: str, prefix: str) -> None:
+    """Every prefix is watched: lines of other prefixes (other tests' leftovers) may come
+    first; ours must come."""
     manager = depcache.get_or_create_cache_manager(
         prefix, config=RedisConfig(url=redis_url, prefix=prefix)
     )
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "depcache.cli", "watch", "--url", redis_url, "--count", "1"],
+        [sys.executable, "-m", "depcache.cli", "watch", "--url", redis_url, "--count", "50"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    seen: list[str] = []
     try:
         assert "watching *:invalidations" in _wait_until_subscribed(watcher)
         manager.invalidate_dependency("user:42")
-        out, _ = watcher.communicate(timeout=20)
+        assert watcher.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = watcher.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if f"  {prefix}  " in line:
+                break
     finally:
         watcher.kill()
-    assert f"{prefix}  invalidated user:42  removed=0" in out
+        watcher.communicate()
+    ours = [line for line in seen if f"  {prefix}  " in line]
+    assert ours, seen
+    assert f"{prefix}  invalidated user:42  removed=0" in ours[0]
 
 
 def test_bad_url_is_a_clear_error() -> None:
