@@ -9,6 +9,13 @@ as one cluster pipeline (one round trip per batch, the nodes answering in parall
 Round trips: a hit 1 (the entry), a miss 2 (the entry, then the epoch), a store 3
 (placeholder, per-dependency index scripts, commit), an invalidation 4 (epoch, per-dependency
 detach scripts, entry deletes, announcement), whatever the number of dependencies or entries.
+
+An invalidation is not atomic here, so a miss must not start from its epoch before it is done:
+step 1 records the epoch as in flight and step 4 clears it, and a miss reads the epoch below
+every invalidation in flight (``epoch_begin.lua``, ``epoch_read.lua``). Otherwise a computation
+starting between steps 1 and 3 could read an inner entry not deleted yet and store its result
+with markers that do not refuse it. A missing epoch starts from the server's clock, above any
+epoch read before the server restarted empty.
 """
 
 from __future__ import annotations
@@ -80,8 +87,8 @@ class _ClusterProtocol(BackendMixin):
             return value, None  # a hit: the epoch is only needed on a miss
         # a miss (a placeholder is one too: another call is storing): read the epoch, on its
         # own node, so hits never touch that one hot key
-        (epoch,) = yield [("GET", self._epoch_key())]
-        return None, int(epoch or 0)
+        (epoch,) = yield [eval_command("epoch_read", self._epoch_keys(), self._in_flight_ms())]
+        return None, int(epoch)
 
     def _store_steps(
         self,
@@ -113,6 +120,17 @@ class _ClusterProtocol(BackendMixin):
         (stored,) = yield [eval_command("commit", (entry,), token, final, ttl_ms)]
         return bool(int(stored))
 
+    def _epoch_keys(self) -> tuple[str, str]:
+        """The epoch and the set of epochs in flight (invalidations between their steps 1 and
+        4), in one slot: ``{P:epoch}`` hashes like ``P:epoch``."""
+        epoch = self._epoch_key()
+        return epoch, f"{{{epoch}}}:f"
+
+    def _in_flight_ms(self) -> int:
+        """How long an invalidation that never finished (its invalidator died) counts as in
+        flight: a minute, or the stale-set guard window if longer."""
+        return max(60_000, round(self.config.guard_seconds * 1000))
+
     def _pending_key(self, dependency: str) -> str:
         """Entries detached from ``dependency``'s index whose deletion is not yet confirmed."""
         return f"{self.prefix}:d:{{{dependency}}}:p"
@@ -121,7 +139,9 @@ class _ClusterProtocol(BackendMixin):
         deps = sorted(set(dependencies))
         if not deps:
             return 0
-        (epoch,) = yield [("INCR", self._epoch_key())]
+        ((epoch, in_flight),) = yield [
+            eval_command("epoch_begin", self._epoch_keys(), self._in_flight_ms())
+        ]
         guard_ms = max(1, round(self.config.guard_seconds * 1000))
         detached = yield [
             eval_command(
@@ -143,6 +163,7 @@ class _ClusterProtocol(BackendMixin):
             for d, batch in zip(deps, detached, strict=True)
             if batch
         ]
+        final.append(("ZREM", self._epoch_keys()[1], in_flight))  # readers may use it now
         if self.announcer is not None:
             message = self.announcer.message(deps, removed)
             final.append(("PUBLISH", self.announcer.channel, message))

@@ -51,6 +51,9 @@ def run_steps(client: Any, steps: Steps) -> Any:
 
 async def arun_steps(client: Any, steps: Steps) -> Any:
     """Run a protocol on an asyncio client."""
+    if isinstance(client, AsyncRedisCluster):
+        # the slot map must be known before _queue routes an EVAL by key (a no-op once known)
+        await client.initialize()
     try:
         batch = next(steps)
         while True:

@@ -128,10 +128,6 @@ class _PausingClusterBackend(RedisClusterCacheBackend):
             return stop.value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster: an outer call reading the epoch mid-invalidation stores an old inner hit",
-)
 def test_outer_call_during_a_cluster_invalidation_is_not_stored_stale(
     cluster_url: str, cluster_nodes: Any, rel_prefix: str
 ) -> None:

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 #: Configurations whose readers also go through a nested cached call (``page`` over ``row``).
 #: The others read ``row`` only, until the two holes replayed in test_nested_staleness.py are
 #: fixed (an inner L1 hit, an inner hit during a cluster invalidation); then nest everywhere.
-NESTED_SAFE = {"standalone-nol1"}
+NESTED_SAFE = {"standalone-nol1", "cluster-nol1"}
 
 _rows: list[dict[str, Any]] = []
 
