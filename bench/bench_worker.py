@@ -1232,13 +1232,13 @@ def main(argv: list[str] | None = None) -> int:
         "--prefetch",
         type=int,
         default=100,
-        help="prefetch of the kombu consumer, and the worker's by default (100)",
+        help="prefetch of the kombu consumer (default 100)",
     )
     parser.add_argument(
         "--worker-prefetch",
         type=int,
         metavar="N",
-        help="the worker's depcache_prefetch_count (default: --prefetch)",
+        help="the worker's depcache_prefetch_count (default: depcache_celery's default)",
     )
     args = parser.parse_args(argv)
     settings = Settings.for_mode(args.quick)
@@ -1252,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir,
         args.worker_pool,
         args.prefetch,
-        args.worker_prefetch or args.prefetch,
+        args.worker_prefetch or depcache_celery.Settings().prefetch_count,
     )
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     run.write_modules()

@@ -47,6 +47,7 @@ DeadLetterFn = Callable[[dict[str, Any]], None]
 HandOffFn = Callable[[list[str], list[str]], None]
 ApplyFn = Callable[[Iterable[str]], FanoutReport]
 ApplyOneFn = Callable[[list[str], str], FanoutReport]
+AckManyFn = Callable[[Sequence[Message]], int]
 
 
 @dataclass
@@ -92,6 +93,9 @@ class BatchProcessor:
             could not.
         max_message_bytes: larger bodies are dead-lettered.
         apply: the fan-out :meth:`process` uses (default :func:`depcache_celery.fanout.apply`).
+        ack_many: acknowledges a finished batch's messages at once (e.g. one AMQP
+            ``basic.ack`` with ``multiple``) and returns how many; raises when it could not.
+            None: one acknowledgement per message.
     """
 
     def __init__(
@@ -103,7 +107,9 @@ class BatchProcessor:
         max_message_bytes: int,
         apply: ApplyFn = apply,
         counters: Stats = stats,
+        ack_many: AckManyFn | None = None,
     ) -> None:
+        self._ack_many = ack_many
         self._router = router
         self._dead_letter = dead_letter
         self._hand_off = hand_off
@@ -170,8 +176,7 @@ class BatchProcessor:
         outcome = batch.outcome
         try:
             if self._settle(batch, report):
-                for message in batch.messages:
-                    self._ack(message, outcome)
+                self._ack_all(batch.messages, outcome)
             else:
                 outcome.unacked += len(batch.messages)  # left unacknowledged on purpose
         except Exception as exc:  # a bug of ours: never let it stop the consumer
@@ -260,6 +265,17 @@ class BatchProcessor:
         self._stats.dead_letter("malformed")
         outcome.dead_lettered += 1
         self._ack(message, outcome)
+
+    def _ack_all(self, messages: Sequence[Message], outcome: BatchOutcome) -> None:
+        if self._ack_many is None or len(messages) < 2:
+            for message in messages:
+                self._ack(message, outcome)
+            return
+        try:
+            outcome.acked += self._ack_many(messages)
+        except Exception:  # channel gone: the broker redelivers them, which is harmless
+            logger.exception("depcache_celery: could not acknowledge a batch")
+            outcome.unacked += len(messages)
 
     def _ack(self, message: Message, outcome: BatchOutcome) -> None:
         try:

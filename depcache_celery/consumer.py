@@ -48,7 +48,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 from celery import Celery, bootsteps
 from kombu import Consumer, Exchange, Producer, Queue, binding
@@ -88,6 +89,11 @@ def event_queue(settings: Settings) -> Queue:
     )
 
 
+def _tag(message: Message) -> int:
+    """An AMQP message's delivery tag (an integer, growing on its channel)."""
+    return int(cast(int, message.delivery_tag))
+
+
 def _threadsafe_call_soon(hub: Any) -> bool:
     """True when ``hub.call_soon`` may be called from another thread (kombu 5.7 and later
     guard its ready set with a lock and wake the poller)."""
@@ -119,6 +125,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._window = 0  # tells the window of one buffer from the next
         self._in_flight = 0  # batches of this channel handed to the lanes, not yet finished
         self._generation = 0  # one per channel: batches of a closed channel are not acked
+        self._multi_ack = False  # AMQP: a batch is acknowledged with one basic.ack
+        self._outstanding: dict[int, Message] = {}  # by delivery tag, in delivery order
         # Shared with the lanes' threads.
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()
@@ -128,6 +136,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             dead_letter=self._publish_dead_letter,
             hand_off=self._hand_off,
             max_message_bytes=self.settings.max_message_bytes,
+            ack_many=self._ack_many,
         )
         self.lanes = Lanes(self._on_job_done, on_idle=self._wake)
 
@@ -140,9 +149,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._hub = hub
         self._hub_threadsafe = hub is not None and _threadsafe_call_soon(hub)
         transport = getattr(getattr(c, "connection", None), "transport", None)
-        self._batch_window = self.settings.batch_window_for(
-            str(getattr(transport, "driver_type", ""))
-        )
+        driver = str(getattr(transport, "driver_type", ""))
+        self._batch_window = self.settings.batch_window_for(driver)
+        self._multi_ack = driver == "amqp" and hub is not None
         super().start(c)
         if hub is not None:
             interval = _SAFETY_INTERVAL if self._hub_threadsafe else _POLL_INTERVAL
@@ -187,6 +196,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 self._process_now([message])
                 return
             with self._lock:
+                if self._multi_ack:
+                    self._outstanding[_tag(message)] = message
                 first = not self._buffer
                 self._buffer.append(message)
                 if not first:
@@ -323,7 +334,39 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 )
             self._new_channel()
 
+    def _ack_many(self, messages: Sequence[Message]) -> int:
+        """Acknowledge a finished batch: with one ``basic.ack(multiple=True)`` up to its highest
+        delivery tag when every message delivered before that one on this channel is settled
+        (AMQP), else one by one. Returns how many were acknowledged; raises when the channel
+        failed."""
+        if not self._multi_ack:
+            for message in messages:
+                message.ack()
+            return len(messages)
+        top = max(_tag(message) for message in messages)
+        ours = {id(message) for message in messages}
+        settled_below = all(
+            id(message) in ours or message.acknowledged
+            for tag, message in self._outstanding.items()
+            if tag <= top
+        )
+        channel: Any = messages[0].channel
+        if settled_below and channel is not None:
+            channel.basic_ack(top, multiple=True)
+            for message in messages:
+                setattr(message, "_state", "ACK")  # as Message.ack() records it  # noqa: B010
+        else:
+            for message in messages:
+                message.ack()
+        outstanding = self._outstanding
+        for tag in list(outstanding):
+            if not outstanding[tag].acknowledged:
+                break
+            del outstanding[tag]
+        return len(messages)
+
     def _new_channel(self) -> None:
+        self._outstanding = {}
         self._buffer = []
         self._holding = False
         self._in_flight = 0

@@ -231,3 +231,54 @@ def test_a_burst_is_applied_in_batches_without_a_batch_window(
         assert all(m.exists("other") for m in managers)
     finally:
         _cleanup(broker_url, names)
+
+
+def _step_for_acks() -> Any:
+    """An EventConsumerStep with only the state its acknowledgements use (no worker)."""
+    step = depcache_celery.EventConsumerStep.__new__(depcache_celery.EventConsumerStep)
+    step._multi_ack = True
+    step._outstanding = {}
+    return step
+
+
+def test_a_batch_is_acknowledged_at_once_only_when_everything_before_it_is_settled(
+    rabbitmq_broker: str, names: Names
+) -> None:
+    """AMQP: one basic.ack(multiple=True) per batch, never covering a message still pending
+    (an earlier batch in flight, or one left unacknowledged): those are acked one by one."""
+    queue = Queue(names.queue, durable=True, auto_delete=False)
+    with Connection(rabbitmq_broker) as conn:
+        channel = conn.default_channel
+        queue(channel).declare()
+        producer = Producer(channel)
+        for n in range(7):
+            producer.publish({"n": n}, exchange="", routing_key=names.queue, serializer="json")
+    with Connection(rabbitmq_broker) as conn:
+        channel = conn.channel()
+        bound = queue(channel)
+        got = [bound.get(no_ack=False) for _ in range(7)]
+        assert all(m is not None for m in got)
+        m = [message for message in got if message is not None]
+        calls: list[tuple[Any, ...]] = []
+        real_ack = channel.basic_ack
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            calls.append((*args, kwargs.get("multiple", False)))
+            return real_ack(*args, **kwargs)
+
+        channel.basic_ack = spy  # type: ignore[method-assign]
+        step = _step_for_acks()
+        step._outstanding = {int(message.delivery_tag): message for message in m}
+        # m[0] is still pending (say, its batch is in flight): no multiple ack may cover it
+        assert step._ack_many([m[1], m[2]]) == 2
+        assert [c[-1] for c in calls] == [False, False]
+        # m[0] settles: with m[1] and m[2] done, the next batch goes in one ack up to m[4]
+        assert step._ack_many([m[0], m[3], m[4]]) == 3
+        assert calls[-1] == (int(m[4].delivery_tag), True)
+        assert len(calls) == 3
+        assert all(message.acknowledged for message in m[:5])
+        assert list(step._outstanding) == [int(m[5].delivery_tag), int(m[6].delivery_tag)]
+        channel.close()  # m[5] and m[6] were never acknowledged: back to the queue
+    with Connection(rabbitmq_broker) as conn:
+        left = queue(conn.default_channel).queue_declare(passive=True)
+        assert left.message_count == 2
