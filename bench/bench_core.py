@@ -1397,6 +1397,9 @@ def build_document(report: Report, meta: dict[str, Any], cluster: ClusterRun | N
     doc.para(
         "x raw = time per op / redis-py's time per op (median of the repeats); "
         "x aside = the same against redis-py:cache-aside (GET + pipelined SET/SADD).",
+        "The issue's miss baseline (redis-py) writes without reading first; a cache must look "
+        "the key up before it computes, so redis-py:cache-aside is the same work as a "
+        "cache's miss (2 round trips) and x aside the like-for-like ratio.",
         "RT/op = socket writes (round trips) per op; sent/op = commands this process sent; "
         "cmds/op = commands the server ran for the op, incl. inside Lua scripts (MONITOR); "
         "stats/op = INFO commandstats delta per op (every client).",

@@ -165,11 +165,12 @@ def cache_with_deps(
                 if not manager.enabled:
                     return await func(*args, **kwargs)
                 key = template.key(args, kwargs)
-                local = local_hit(spec, manager, key)
-                if local is not None:
-                    if local.exception is not None:
-                        raise local.exception
-                    return local.value
+                if manager.l1 is not None:  # the in-process cache first
+                    local = local_hit(spec, manager, key)
+                    if local is not None:
+                        if local.exception is not None:
+                            raise local.exception
+                        return local.value
                 return await run_async(spec, manager, key, args, kwargs)
 
             return cast(F, async_wrapper)
@@ -180,11 +181,12 @@ def cache_with_deps(
             if not manager.enabled:
                 return func(*args, **kwargs)
             key = template.key(args, kwargs)
-            local = local_hit(spec, manager, key)
-            if local is not None:
-                if local.exception is not None:
-                    raise local.exception
-                return local.value
+            if manager.l1 is not None:  # the in-process cache first
+                local = local_hit(spec, manager, key)
+                if local is not None:
+                    if local.exception is not None:
+                        raise local.exception
+                    return local.value
             return run_sync(spec, manager, key, args, kwargs)
 
         return cast(F, sync_wrapper)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from . import _json
@@ -29,6 +29,15 @@ logger = logging.getLogger("depcache")
 
 _RESULT, _RESULT_STR, _EXC, _EXC_STR = b"v", b"V", b"e", b"E"
 _NO_DEPS = b"{}"
+#: kind byte -> (is an exception, payload is str)
+_KINDS = {
+    _RESULT: (False, False),
+    _RESULT_STR: (False, True),
+    _EXC: (True, False),
+    _EXC_STR: (True, True),
+}
+#: the dependencies of an entry decoded without them (shared: immutable)
+_UNREAD: Mapping[str, Iterable[str]] = MappingProxyType({})
 
 DepsByManager = Mapping[str, Iterable[str]]
 
@@ -37,13 +46,26 @@ class CorruptEntry(ValueError):
     """An entry's bytes cannot be decoded; the entry counts as a miss."""
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """A decoded entry: the value, or the exception to re-raise, and its dependencies."""
+    """A decoded entry: the value, or the exception to re-raise, and its dependencies.
 
-    value: Any
-    exception: BaseException | None
-    dependencies: Mapping[str, Iterable[str]]
+    Read-only by convention (a plain slotted class: it is built on every hit, and a frozen
+    dataclass costs several times more to build)."""
+
+    __slots__ = ("dependencies", "exception", "value")
+
+    def __init__(
+        self,
+        value: Any,
+        exception: BaseException | None,
+        dependencies: Mapping[str, Iterable[str]],
+    ) -> None:
+        self.value = value
+        self.exception = exception
+        self.dependencies = dependencies
+
+    def __repr__(self) -> str:
+        return f"Entry({self.value!r}, {self.exception!r}, {self.dependencies!r})"
 
 
 def _deps_json(dependencies: DepsByManager) -> bytes:
@@ -161,22 +183,34 @@ def decode_entry(
     serializer: BaseSerializer,
     blob: bytes,
     allowed_exceptions: tuple[type[BaseException], ...] = (),
+    *,
+    dependencies: bool = True,
 ) -> Entry:
-    """Decode an entry read from a backend. Raises CorruptEntry on anything unexpected."""
+    """Decode an entry read from a backend. Raises CorruptEntry on anything unexpected.
+
+    With ``dependencies=False`` (a hit that has no enclosing cached call to hand them to) the
+    dependency header is only checked for its shape, not parsed, and the entry's
+    ``dependencies`` are empty.
+    """
     try:
-        kind = blob[:1]
-        header, sep, payload = blob[1:].partition(b"\n")
-        if not sep or kind not in (_RESULT, _RESULT_STR, _EXC, _EXC_STR):
+        kind = _KINDS.get(blob[:1])
+        end = blob.find(b"\n")
+        if kind is None or end < 0:
             raise CorruptEntry("not a depcache entry")
-        deps = _parse_deps(header)
-        data: str | bytes = payload
-        if kind in (_RESULT_STR, _EXC_STR):
-            data = payload.decode("utf-8", "surrogatepass")
-        value = serializer.load(data)
+        header = blob[1:end]
+        if dependencies:
+            deps: Mapping[str, Iterable[str]] = _parse_deps(header)
+        elif header[:1] != b"{" or header[-1:] != b"}":
+            raise CorruptEntry("malformed dependency header")
+        else:
+            deps = _UNREAD
+        is_exception, is_str = kind
+        payload = blob[end + 1 :]
+        value = serializer.load(payload.decode("utf-8", "surrogatepass") if is_str else payload)
     except CorruptEntry:
         raise
     except Exception as exc:
         raise CorruptEntry(f"undecodable entry: {type(exc).__name__}: {exc}") from exc
-    if kind in (_EXC, _EXC_STR):
+    if is_exception:
         return Entry(None, _rebuild_exception(value, allowed_exceptions), deps)
     return Entry(value, None, deps)

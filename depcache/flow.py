@@ -222,17 +222,24 @@ def quick_hit(
     spec: CallSpec, manager: CacheManager, key: str, reply: tuple[bytes | None, int | None]
 ) -> Entry | None:
     """The decoded entry of a lookup ``reply`` when the drivers may serve it without the flow
-    (a readable hit, and no L1, events or callback to involve), dependencies handed up."""
+    (a readable hit, and no L1, events or callback to involve), dependencies handed up.
+
+    The entry's dependency header is only parsed when there is an enclosing call to hand the
+    dependencies to."""
     blob = reply[0]
     if blob is None or manager.l1 is not None or spec.callback is not None:
         return None
     if manager.events.active:
         return None
+    parent = current_frame()
     try:
-        entry = decode_entry(manager.serializer, blob, spec.exception_types)
+        entry = decode_entry(
+            manager.serializer, blob, spec.exception_types, dependencies=parent is not None
+        )
     except CorruptEntry:
         return None  # the flow logs it and recomputes
-    _hand_up(entry)
+    if parent is not None and entry.dependencies:
+        merge_into(parent, entry.dependencies)
     return entry
 
 

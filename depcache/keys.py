@@ -110,6 +110,10 @@ def encode_argument(value: Any) -> str:
     return _encode_object(value)
 
 
+#: BLAKE2b with the digest size set: ``copy()`` of it is cheaper than a new hasher per call
+_HASHER = hashlib.blake2b(digest_size=16)
+
+
 class KeyTemplate:
     """The key layout of one decorated function, built once at decoration time."""
 
@@ -122,12 +126,21 @@ class KeyTemplate:
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """Return the cache key of a call with these arguments."""
-        encoded = _encode_tuple(args)
-        if kwargs:
-            encoded += "|" + ",".join(
-                name + "=" + encode_argument(kwargs[name]) for name in sorted(kwargs)
-            )
-        digest = hashlib.blake2b(
-            encoded.encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
-        return self.base + digest
+        if not kwargs and len(args) == 1:  # the common f(id): the same encoding, built inline
+            value = args[0]
+            cls = type(value)
+            if cls is int:
+                encoded = "(i" + repr(value) + ")"
+            elif cls is str:
+                encoded = "(s" + repr(value) + ")"
+            else:
+                encoded = _encode_tuple(args)
+        else:
+            encoded = _encode_tuple(args)
+            if kwargs:
+                encoded += "|" + ",".join(
+                    name + "=" + encode_argument(kwargs[name]) for name in sorted(kwargs)
+                )
+        hasher = _HASHER.copy()
+        hasher.update(encoded.encode("utf-8", "surrogatepass"))
+        return self.base + hasher.hexdigest()

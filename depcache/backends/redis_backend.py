@@ -1,9 +1,9 @@
 """Redis backends (sync and async) on standalone Redis.
 
-Round trips: a lookup is one ``EVALSHA`` of ``lua/lookup.lua`` (the entry, or on a miss the
-epoch), a store is one ``EVALSHA`` of ``lua/store.lua`` whatever the number of dependencies,
-and an invalidation is one ``EVALSHA`` of ``lua/invalidate.lua`` whatever the number of
-entries. See ``docs/design.md``.
+Round trips: a lookup is one ``MGET`` of the entry and the epoch (one command reads both
+atomically, at a tenth of a script call's cost to the server), a store is one ``EVALSHA`` of
+``lua/store.lua`` whatever the number of dependencies, and an invalidation is one ``EVALSHA``
+of ``lua/invalidate.lua`` whatever the number of entries. See ``docs/design.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
 from .locks import LockSteps
 from .loops import PerLoop
 from .redis_client import (
+    REDIS_ERRORS,
     acall_script,
+    backend_error,
     backend_errors,
     call_script,
     create_async_client,
@@ -36,6 +38,12 @@ class _RedisLayout(BackendMixin):
     """Argument packing shared by the sync and async Redis backends (no I/O here)."""
 
     config: RedisConfig
+    _entry_prefix: str  # the storage key of entry ``k`` is _entry_prefix + k
+    _epoch: str  # the storage key of the epoch
+
+    def _layout(self) -> None:
+        self._entry_prefix = self._cache_key("")
+        self._epoch = self._epoch_key()
 
     def _store_call(
         self,
@@ -64,14 +72,12 @@ class _RedisLayout(BackendMixin):
             return keys, [guard_ms, "", ""]
         return keys, [guard_ms, announcer.channel, announcer.head(deps)]
 
-    def _lookup_keys(self, key: str) -> tuple[str, str]:
-        return self._cache_key(key), self._epoch_key()
-
     @staticmethod
     def _parse_lookup(reply: Any) -> tuple[Blob | None, int | None]:
-        if isinstance(reply, bytes):
-            return reply, None  # a hit: the epoch is only needed on a miss
-        return None, int(reply[0])
+        value, epoch = reply
+        if value is not None:
+            return value, None  # a hit: the epoch is only needed on a miss
+        return None, int(epoch or 0)
 
 
 class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
@@ -92,11 +98,18 @@ class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
         super().__init__(cfg)
         self.config = cfg
         self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
+        self._layout()
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """Entry bytes, or None and the epoch, in one round trip."""
-        with backend_errors(self.config):
-            return self._parse_lookup(call_script(self.redis, "lookup", self._lookup_keys(key), ()))
+        try:
+            # execute_command directly: redis-py's mget() wrapper costs a hit about a microsecond
+            reply = self.redis.execute_command(  # type: ignore[no-untyped-call]  # untyped upstream
+                "MGET", self._entry_prefix + key, self._epoch
+            )
+        except REDIS_ERRORS as exc:
+            raise backend_error(self.config, exc) from exc
+        return self._parse_lookup(reply)
 
     def store(
         self,
@@ -200,6 +213,7 @@ class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
         self.config = cfg
         create_async_client(cfg)  # validate settings now rather than on first use
         self._clients = PerLoop(lambda: create_async_client(cfg))
+        self._layout()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -208,9 +222,14 @@ class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
 
     async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """Entry bytes, or None and the epoch, in one round trip."""
-        with backend_errors(self.config):
-            reply = await acall_script(self._clients.get(), "lookup", self._lookup_keys(key), ())
-            return self._parse_lookup(reply)
+        client = self._clients.get()
+        try:
+            reply = await client.execute_command(  # type: ignore[no-untyped-call]  # untyped upstream
+                "MGET", self._entry_prefix + key, self._epoch
+            )
+        except REDIS_ERRORS as exc:
+            raise backend_error(self.config, exc) from exc
+        return self._parse_lookup(reply)
 
     async def store(
         self,
