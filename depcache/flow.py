@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .backends.base import HeldEpoch
 from .context import Frame, current_frame, merge_into
 from .entry import CorruptEntry, Entry, decode_entry, encode_entry, encode_exception
 from .errors import SerializationError
@@ -205,7 +206,7 @@ def _avoid_stampede(
 ) -> Generator[Operation, Any, tuple[Entry | None, int | None]]:
     """After a miss: share a computation of this process (single flight) or wait for one of
     another process (stampede lock). Returns (entry to serve or None, epoch to store with)."""
-    if manager.config.single_flight:
+    if manager.config.single_flight and not isinstance(epoch, HeldEpoch):
         shared = yield Join(key, epoch)
         if shared is not None:
             ok, outcome, dependencies = shared

@@ -20,9 +20,18 @@ from collections.abc import Iterable
 from ..announce import Announcer
 from ..config import ConfigBase
 
-__all__ = ["AsyncCacheBackend", "BackendMixin", "CacheBackend"]
+__all__ = ["AsyncCacheBackend", "BackendMixin", "CacheBackend", "HeldEpoch"]
 
 Blob = bytes
+
+
+class HeldEpoch(int):
+    """An epoch a lookup read while an invalidation was still in flight (Redis Cluster): below
+    that invalidation's, so it is right for the stale-set check at store time, but it does not
+    change when the invalidation completes, so calls must not share a computation on it (single
+    flight keys on the epoch)."""
+
+    __slots__ = ()
 
 
 class BackendMixin:

@@ -31,7 +31,7 @@ from redis.cluster import RedisCluster
 
 from ..config import RedisConfig
 from ..errors import ConfigError
-from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
+from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend, HeldEpoch
 from .locks import LockSteps
 from .loops import PerLoop
 from .redis_client import backend_errors
@@ -87,8 +87,11 @@ class _ClusterProtocol(BackendMixin):
             return value, None  # a hit: the epoch is only needed on a miss
         # a miss (a placeholder is one too: another call is storing): read the epoch, on its
         # own node, so hits never touch that one hot key
-        (epoch,) = yield [eval_command("epoch_read", self._epoch_keys(), self._in_flight_ms())]
-        return None, int(epoch)
+        ((epoch, held),) = yield [
+            eval_command("epoch_read", self._epoch_keys(), self._in_flight_ms())
+        ]
+        # held below an invalidation in flight: right for the store's check, not for sharing
+        return None, HeldEpoch(epoch) if int(held) else int(epoch)
 
     def _store_steps(
         self,
@@ -109,7 +112,7 @@ class _ClusterProtocol(BackendMixin):
         token = _PENDING + os.urandom(12).hex().encode()
         yield [("SET", entry, token, "PX", _PENDING_MS)]
         # 2. index under every dependency, unless one was invalidated after `epoch`
-        check = "" if epoch is None else epoch
+        check = "" if epoch is None else int(epoch)  # a plain int for the client
         indexed = yield [
             eval_command("index", (self._deps_key(d), self._mark_key(d)), entry, ttl_ms, check)
             for d in deps
