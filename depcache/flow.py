@@ -138,7 +138,9 @@ def cache_flow(
     l1 = manager.l1
     token = 0
     if l1 is not None:
-        local = l1.get(key)
+        # not inside a computation: an L1 entry may predate an invalidation whose announcement
+        # has not arrived yet, while the enclosing call's epoch was read after it
+        local = l1.get(key) if current_frame() is None else None
         if local is not None:
             return (yield from _serve(spec, key, local, record, events))
         token = l1.token()
@@ -252,6 +254,8 @@ def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
     """
     l1 = manager.l1
     if l1 is None or spec.callback is not None or manager.events.active:
+        return None
+    if current_frame() is not None:  # inside a computation: see cache_flow
         return None
     entry = l1.get(key)
     if entry is not None:

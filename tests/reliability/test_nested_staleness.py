@@ -58,10 +58,6 @@ def _wait(predicate: Any, timeout: float = 10.0) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an inner L1 hit older than the outer call's lookup epoch is stored in Redis",
-)
 def test_inner_l1_hit_cannot_make_an_outer_entry_stale(redis_url: str, rel_prefix: str) -> None:
     reader = depcache.get_or_create_cache_manager(
         f"{rel_prefix}-reader",

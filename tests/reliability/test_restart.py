@@ -238,11 +238,6 @@ def test_restart_under_traffic(server: RedisServer, profile: Profile) -> None:
     assert verdict.writes >= 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the epoch restarts at 0 with an empty server: a store begun before a restart with "
-    "a higher epoch passes the guard of an invalidation made after it",
-)
 def test_computation_spanning_a_restart_is_not_stored_stale(server: RedisServer) -> None:
     url = _url(server)
     reader = _manager(url, "span-reader", "span", l1=False)

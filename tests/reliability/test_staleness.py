@@ -21,9 +21,9 @@ from tests.reliability.traffic import Setup, run_processes, run_threads
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 
 #: Configurations whose readers also go through a nested cached call (``page`` over ``row``).
-#: The others read ``row`` only, until the two holes replayed in test_nested_staleness.py are
-#: fixed (an inner L1 hit, an inner hit during a cluster invalidation); then nest everywhere.
-NESTED_SAFE = {"standalone-nol1", "cluster-nol1"}
+#: All of them since the holes replayed in test_nested_staleness.py were fixed (an inner L1
+#: hit, an inner hit during a cluster invalidation).
+NESTED_SAFE = {"standalone-nol1", "standalone-l1", "cluster-nol1", "cluster-l1"}
 
 _rows: list[dict[str, Any]] = []
 
