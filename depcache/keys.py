@@ -13,6 +13,7 @@ attribute (``ClassName::id``), and finally ``str()`` qualified by the object's t
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,7 +64,14 @@ def _encode_dict(value: Mapping[Any, Any]) -> str:
     return "d{" + ",".join(items) + "}"
 
 
+def _encode_ordered_dict(value: Mapping[Any, Any]) -> str:
+    """In order: OrderedDicts are equal only in the same order."""
+    items = ",".join(encode_argument(k) + ":" + encode_argument(v) for k, v in value.items())
+    return "o{" + items + "}"
+
+
 _BY_TYPE: dict[type[Any], _Encoder] = {
+    OrderedDict: _encode_ordered_dict,  # before dict: its subclasses are dicts too
     str: _encode_str,
     int: _encode_int,
     float: _encode_float,
@@ -139,7 +147,9 @@ class KeyTemplate:
             encoded = _encode_tuple(args)
             if kwargs:
                 encoded += "|" + ",".join(
-                    name + "=" + encode_argument(kwargs[name]) for name in sorted(kwargs)
+                    # the name quoted: f(**{"a=1,b": ...}) must not forge f(a=1, b=...)
+                    repr(name) + "=" + encode_argument(kwargs[name])
+                    for name in sorted(kwargs)
                 )
         hasher = _HASHER.copy()
         hasher.update(encoded.encode("utf-8", "surrogatepass"))

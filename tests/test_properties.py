@@ -143,11 +143,6 @@ def test_keyword_order_does_not_matter_but_values_do(
     assert calls.count == (1 if canonical(other) == canonical(kwargs[name]) else 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="depcache/keys.py encodes an OrderedDict like a dict, ignoring its order, although "
-    "OrderedDicts in another order are unequal",
-)
 def test_ordered_dicts_in_another_order_do_not_share_an_entry(
     manager: depcache.CacheManager,
 ) -> None:

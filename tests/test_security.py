@@ -801,11 +801,6 @@ def test_worker_logs_and_dead_letters_show_no_credentials(
 # --- keys: callers cannot make their call share another caller's entry ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="depcache/keys.py joins keyword names unescaped (name=value,...): a caller choosing "
-    "keyword names (f(**user_dict)) can make its call share another call's entry",
-)
 def test_keyword_names_cannot_forge_another_calls_key(redis_manager: depcache.CacheManager) -> None:
     @cache_with_deps(cache_manager=redis_manager)
     def report(**filters: str) -> str:
