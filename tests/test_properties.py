@@ -187,11 +187,6 @@ def test_supported_values_round_trip_through_the_cache(
     assert_same(value, manager.get(f"manual:{n}"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="depcache/serializers/json.py stores a fixed-offset datetime/time as its isoformat, "
-    "which drops the timezone's name: tzname() and strftime('%Z') change",
-)
 def test_a_named_fixed_offset_zone_keeps_its_name(manager: depcache.CacheManager) -> None:
     cet = dt.timezone(dt.timedelta(hours=1), "CET")
     value = [dt.datetime(2024, 1, 1, 12, tzinfo=cet), dt.time(12, tzinfo=cet)]

@@ -9,7 +9,8 @@ rebuilds the fixed set of types below: nothing in the data can name a class to i
 
 Supported (exact types only, nested freely): None, bool, int, float (also nan/inf), str, bytes,
 list, tuple, dict (keys of any supported hashable type), set, frozenset, datetime (naive, fixed
-offset or ``zoneinfo.ZoneInfo``), date, time, timedelta, Decimal, UUID. Anything else raises
+offset, named or not, or ``zoneinfo.ZoneInfo``), date, time, timedelta, Decimal, UUID. Anything
+else raises
 SerializationError naming the type and where in the value it was found.
 """
 
@@ -86,6 +87,10 @@ class _Encoder:
         if cls is dt.time:
             if value.tzinfo is not None and type(value.tzinfo) is not dt.timezone:
                 raise _Unsupported(value.tzinfo)
+            named = _named_offset(value.tzinfo)
+            if named is not None:
+                naive = value.replace(tzinfo=None).isoformat()
+                return self.tag("tmn", [naive, *named, value.fold])
             return self.tag("tmf" if value.fold else "tm", value.isoformat())
         if cls is dt.timedelta:
             return self.tag("td", [value.days, value.seconds, value.microseconds])
@@ -97,6 +102,10 @@ class _Encoder:
 
     def datetime(self, value: dt.datetime) -> dict[str, Any]:
         zone = value.tzinfo
+        named = _named_offset(zone)
+        if named is not None:
+            naive = value.replace(tzinfo=None).isoformat()
+            return self.tag("dtn", [naive, *named, value.fold])
         if zone is None or type(zone) is dt.timezone:
             if value.fold:
                 return self.tag("dtf", value.isoformat())
@@ -115,6 +124,37 @@ class _Encoder:
         except _Unsupported as exc:
             exc.path.append(f"[{where!r}]")
             raise
+
+
+def _named_offset(zone: dt.tzinfo | None) -> tuple[list[int], str] | None:
+    """A fixed-offset timezone with a name of its own (``timezone(offset, "CET")``): its offset
+    as [days, seconds, microseconds] and its name; None for any other zone. The ISO format
+    keeps only the offset, so such zones are stored apart."""
+    if zone is None or type(zone) is not dt.timezone:
+        return None
+    offset = zone.utcoffset(None)
+    name = zone.tzname(None)
+    if name == dt.timezone(offset).tzname(None):
+        return None
+    return [offset.days, offset.seconds, offset.microseconds], name
+
+
+def _named_zone(offset: Any, name: Any) -> dt.timezone:
+    if not isinstance(name, str):
+        raise TypeError(f"a timezone name must be a string, got {type(name).__name__}")
+    days, seconds, micros = offset
+    return dt.timezone(dt.timedelta(days=days, seconds=seconds, microseconds=micros), name)
+
+
+def _named_datetime(v: Any) -> dt.datetime:
+    naive, offset, name, fold = v
+    zone = _named_zone(offset, name)
+    return dt.datetime.fromisoformat(naive).replace(tzinfo=zone, fold=fold)
+
+
+def _named_time(v: Any) -> dt.time:
+    naive, offset, name, fold = v
+    return dt.time.fromisoformat(naive).replace(tzinfo=_named_zone(offset, name), fold=fold)
 
 
 def _set(v: Any) -> set[Any]:
@@ -173,6 +213,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "b": _bytes,
     "dt": dt.datetime.fromisoformat,
     "dtz": _zoned_datetime,
+    "dtn": _named_datetime,
+    "tmn": _named_time,
     "dtf": _folded_datetime,
     "tmf": _folded_time,
     "da": dt.date.fromisoformat,
