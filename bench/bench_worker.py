@@ -1238,7 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-prefetch",
         type=int,
         metavar="N",
-        help="the worker's depcache_prefetch_count (default: depcache_celery's default)",
+        help="the worker's depcache_prefetch_count (default: depcache_celery's default; 50 "
+        "with --quick)",
     )
     args = parser.parse_args(argv)
     settings = Settings.for_mode(args.quick)
@@ -1252,7 +1253,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir,
         args.worker_pool,
         args.prefetch,
-        args.worker_prefetch or depcache_celery.Settings().prefetch_count,
+        # --quick drains 300 events: with the default prefetch (500) they could all be one
+        # batch, leaving no rate to measure; 50 keeps several batches
+        args.worker_prefetch or (50 if args.quick else depcache_celery.Settings().prefetch_count),
     )
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     run.write_modules()
