@@ -199,15 +199,16 @@ def _start_node(
 
 @contextmanager
 def redis_cluster(
-    masters: int = 3, tls: dict[str, Path] | None = None, *extra: str
+    masters: int = 3, tls: dict[str, Path] | None = None, *extra: str, replicas: int = 0
 ) -> Iterator[list[RedisServer]]:
-    """A Redis Cluster of ``masters`` masters (no replicas) on free ports, stopped on exit.
+    """A Redis Cluster of ``masters`` masters (and ``replicas`` replicas of each) on free
+    ports, stopped on exit.
 
     With ``tls`` files, clients and the cluster bus speak TLS only."""
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="depcache-rc-")))
         nodes = []
-        for _ in range(masters):
+        for _ in range(masters * (1 + replicas)):
             node = _start_node(workdir, tls, extra)
             stack.callback(node.stop)
             nodes.append(node)
@@ -218,7 +219,7 @@ def redis_cluster(
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in nodes),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
                 *(["--tls", "--cacert", str(tls["ca"])] if tls else []),
                 *_cli_auth(extra),
