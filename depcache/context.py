@@ -2,8 +2,10 @@
 
 Each cached call that computes runs inside a :class:`Frame` held in a ContextVar, so tracking
 is isolated per thread and per asyncio task. Dependencies added inside a call are collected
-per manager name; when the frame ends (and when an inner call is a hit, from the entry's
-stored dependencies) they are merged into the enclosing frame.
+per namespace, the manager's prefix (what an invalidation acts on: managers that share a
+prefix, whatever their names, in this process or another, share the dependencies); when the
+frame ends (and when an inner call is a hit, from the entry's stored dependencies) they are
+merged into the enclosing frame.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Frame:
         self.manager = manager
         self.key = key
         self.ttl = ttl
-        self.dependencies: dict[str, set[str]] = {manager.name: set(static)}
+        self.dependencies: dict[str, set[str]] = {manager.prefix: set(static)}
         self.parent: Frame | None = None
         self.token: Token[Frame | None] | None = None
 
@@ -59,11 +61,11 @@ class Frame:
 
     def own_dependencies(self) -> set[str]:
         """The dependencies this call's entry is indexed under (its own manager's)."""
-        return self.dependencies.get(self.manager.name, set())
+        return self.dependencies.get(self.manager.prefix, set())
 
 
 def merge_into(frame: Frame, dependencies: Mapping[str, Iterable[str]]) -> None:
-    """Add ``dependencies`` (by manager name) to ``frame``."""
+    """Add ``dependencies`` (by namespace: a manager's prefix) to ``frame``."""
     for name, deps in dependencies.items():
         bucket = frame.dependencies.get(name)
         if bucket is None:
@@ -96,16 +98,30 @@ def add_dependency(dependency: str, *, manager: str | None = None) -> None:
     if frame is None:
         return
     if manager is None:
-        name = frame.manager.name
+        namespace = frame.manager.prefix
     elif isinstance(manager, str) and manager:
-        name = manager
+        namespace = _namespace_of(frame, manager)
     else:
         raise TypeError(f"manager must be a manager name (str), got {manager!r}")
-    bucket = frame.dependencies.get(name)
+    bucket = frame.dependencies.get(namespace)
     if bucket is None:
-        frame.dependencies[name] = {dependency}
+        frame.dependencies[namespace] = {dependency}
     else:
         bucket.add(dependency)
+
+
+def _namespace_of(frame: Frame, name: str) -> str:
+    """The prefix of the manager named ``name``: an enclosing call's, else the registered one's,
+    else the name itself (a new named manager's prefix is its name)."""
+    seen: Frame | None = frame
+    while seen is not None:
+        if seen.manager.name == name:
+            return seen.manager.prefix
+        seen = seen.parent
+    from .registry import registered_managers  # noqa: PLC0415  # the registry imports us
+
+    registered = registered_managers().get(name)
+    return registered.prefix if registered is not None else name
 
 
 def current_cache_key() -> str | None:

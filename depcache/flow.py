@@ -148,7 +148,7 @@ def cache_flow(
     reachable, entry, epoch = yield from _look_up(spec, manager, key, looked_up)
     if entry is not None:
         if l1 is not None:
-            l1.put(key, entry, entry.dependencies.get(manager.name, ()), token)
+            l1.put(key, entry, entry.dependencies.get(manager.prefix, ()), token)
         return (yield from _serve(spec, key, entry, record, events))
     if events:
         yield _event(CacheEventType.MISS, key)

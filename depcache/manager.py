@@ -94,7 +94,7 @@ class CacheManager:
     # -- shared encoding -----------------------------------------------------------------------
     def _encode(self, value: Any, dependencies: Iterable[str] | None) -> tuple[bytes, list[str]]:
         deps = sorted(set(dependencies or ()))
-        by_manager = {self.name: deps}
+        by_manager = {self.prefix: deps}  # by namespace, as the frames collect them
         if isinstance(value, BaseException):
             return encode_exception(self.serializer, value, by_manager), deps
         return encode_entry(self.serializer, value, by_manager), deps

@@ -13,10 +13,9 @@ then consume a ``row`` value from *before* it:
    old ``row`` entry before step 3, and its store after step 2 passes the guard (the marker
    equals, not exceeds, the epoch it read) and is indexed where nobody will delete it.
 
-Each is replayed deterministically here and is expected to fail until depcache is fixed
-(``xfail(strict=True)``: a fix makes them pass, and pytest then asks to drop the mark; see
-tests/reliability/README.md for the proposed fixes). The randomized staleness runs use
-nested reads only where they hold (``NESTED_SAFE`` in test_staleness.py).
+Each was replayed deterministically here before depcache was fixed, and now guards its fix
+(tests/reliability/README.md tells the holes and the fixes). The randomized staleness runs
+nest reads in every configuration (``NESTED_SAFE`` in test_staleness.py).
 """
 
 from __future__ import annotations
@@ -150,11 +149,6 @@ def test_outer_call_during_a_cluster_invalidation_is_not_stored_stale(
     writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="entries record dependencies by manager name: a manager sharing the prefix under "
-    "another name drops them when an inner hit was stored by the other",
-)
 def test_managers_sharing_a_prefix_keep_inner_dependencies(redis_url: str, rel_prefix: str) -> None:
     first = depcache.get_or_create_cache_manager(
         f"{rel_prefix}-a", config=RedisConfig(url=redis_url, prefix=rel_prefix)
