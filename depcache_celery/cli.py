@@ -97,10 +97,6 @@ def cmd_emit(args: argparse.Namespace) -> int:
         raise depcache.ConfigError(f"DATA must be a JSON object, got {args.data!r}")
     settings = _settings(args)
     url = _broker(args)
-    try:
-        build_event(args.event, data, id=args.id, dependencies=args.dependency or None)
-    except (TypeError, ValueError) as exc:
-        raise depcache.ConfigError(str(exc)) from None
     app = Celery("depcache-cli", broker=url, set_as_current=False)  # holds the settings
     app.conf.update(_conf(args))
     try:
@@ -113,6 +109,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
             broker_url=url,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         )
+    except (TypeError, ValueError) as exc:  # bad input, refused before anything is sent
+        raise depcache.ConfigError(str(exc)) from None
     except EmitError as exc:
         raise depcache.BackendError(str(exc)) from exc
     print(

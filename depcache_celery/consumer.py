@@ -197,7 +197,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 return
             with self._lock:
                 if self._multi_ack:
-                    self._outstanding[_tag(message)] = message
+                    self._track(message)
                 first = not self._buffer
                 self._buffer.append(message)
                 if not first:
@@ -358,12 +358,22 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         else:
             for message in messages:
                 message.ack()
+        self._prune()
+        return len(messages)
+
+    def _track(self, message: Message) -> None:
+        """Note a delivered message until it is settled (AMQP). Settled ones at the front are
+        dropped first, so the map stays within the prefetch window even when every batch is
+        acknowledged one message at a time."""
+        self._prune()
+        self._outstanding[_tag(message)] = message
+
+    def _prune(self) -> None:
         outstanding = self._outstanding
         for tag in list(outstanding):
             if not outstanding[tag].acknowledged:
                 break
             del outstanding[tag]
-        return len(messages)
 
     def _new_channel(self) -> None:
         self._outstanding = {}

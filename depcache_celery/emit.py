@@ -21,6 +21,7 @@ import functools
 import json
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,6 @@ from kombu.pools import producers
 import depcache
 
 from .deferral import defer_or_send, try_defer
-from .messages import parse_message
 from .settings import Settings
 from .tasks import INVALIDATE_TASK
 
@@ -79,6 +79,20 @@ def _check_dependencies(dependencies: object, what: str) -> list[str]:
     return deps
 
 
+def _encode(event: str, message: dict[str, Any]) -> bytes:
+    """The message as compact UTF-8 JSON; ValueError naming the event when it cannot be."""
+    try:
+        return json.dumps(
+            message, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not text another service can read
+        raise ValueError(f"event {event!r}: it holds text that is not valid Unicode") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event {event!r}: data is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"event {event!r}: data is nested too deeply") from None
+
+
 def build_event(
     event: str,
     data: Mapping[str, Any] | None = None,
@@ -114,54 +128,47 @@ def build_event(
     if dependencies is not None:
         what = f"event {event!r}: dependencies"
         message["dependencies"] = _check_dependencies(dependencies, what)
-    try:
-        text = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"event {event!r}: data is not JSON-serialisable: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"event {event!r}: data is nested too deeply") from None
-    body = text.encode("utf-8")
+    body = _encode(event, message)
     limit = max_bytes if max_bytes is not None else Settings().max_message_bytes
     if len(body) > limit:
         raise ValueError(
             f"event {event!r}: the message is {len(body)} bytes, over the limit of {limit} "
             "(depcache_max_message_bytes): the worker would dead-letter it"
         )
-    parse_message(body, max_bytes=limit)  # the worker's own check: never raises here
     return Event(id, event, body)
 
 
 # -- connections ----------------------------------------------------------------------------------
-_connections: dict[tuple[int, str], Connection] = {}
+# templates for kombu's producer pools: one per app (dropped with it), one per broker URL
+_app_connections: weakref.WeakKeyDictionary[Celery, Connection] = weakref.WeakKeyDictionary()
+_url_connections: dict[str, Connection] = {}
 _connections_lock = threading.Lock()
+_CONFIRM = {"confirm_publish": True}
 
 
 def _resolve_app(app: Celery | None) -> Celery:
-    if app is not None:
-        return app
-    return get_current_app()
+    return app if app is not None else get_current_app()
 
 
 def _connection(app: Celery | None, broker_url: str | None) -> tuple[Connection, Settings]:
     """A connection (a template for kombu's producer pool) with publisher confirms on, and the
     settings to publish with."""
-    if broker_url is not None:
-        key = (0, broker_url)
-        settings = Settings.from_conf(app.conf if app is not None else None)
-    else:
-        celery_app = _resolve_app(app)
-        key = (id(celery_app), "")
-        settings = Settings.from_conf(celery_app.conf)
     with _connections_lock:
-        conn = _connections.get(key)
+        if broker_url is not None:
+            settings = Settings.from_conf(app.conf if app is not None else None)
+            conn = _url_connections.get(broker_url)
+            if conn is None:
+                conn = _url_connections[broker_url] = Connection(
+                    broker_url, transport_options=_CONFIRM
+                )
+            return conn, settings
+        celery_app = _resolve_app(app)
+        conn = _app_connections.get(celery_app)
         if conn is None:
-            options = {"confirm_publish": True}
-            if broker_url is not None:
-                conn = Connection(broker_url, transport_options=options)
-            else:
-                conn = _resolve_app(app).connection_for_write(transport_options=options)
-            _connections[key] = conn
-    return conn, settings
+            conn = _app_connections[celery_app] = celery_app.connection_for_write(
+                transport_options=_CONFIRM
+            )
+        return conn, Settings.from_conf(celery_app.conf)
 
 
 def _exchange(settings: Settings) -> Exchange:

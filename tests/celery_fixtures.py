@@ -234,15 +234,21 @@ def fill(manager: depcache.CacheManager, entries: dict[str, set[str]]) -> None:
 
 
 def start_worker_process(
-    workdir: Path, module: str, env: dict[str, str], log: str
+    workdir: Path,
+    module: str,
+    env: dict[str, str],
+    log: str,
+    *options: str,
 ) -> subprocess.Popen[bytes]:
-    """``celery -A module worker`` (solo pool) as a subprocess in ``workdir``, logging to
-    ``workdir/log``: a worker that a test can SIGKILL."""
+    """``celery -A module worker`` as a subprocess in ``workdir``, logging to ``workdir/log``:
+    a worker that a test can SIGKILL. ``options`` replace the default ``--pool solo``."""
     with (workdir / log).open("wb") as out:
         return subprocess.Popen(
             [
                 *(sys.executable, "-m", "celery", "-A", module, "worker"),
-                *("--pool", "solo", "--loglevel", "WARNING"),
+                *(options or ("--pool", "solo")),
+                "--loglevel",
+                "WARNING",
                 *("--without-mingle", "--without-gossip", "--without-heartbeat"),
             ],
             env=env,

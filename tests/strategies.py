@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import zoneinfo
 from collections import namedtuple
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from kombu.message import Message
 
 from depcache.entry import decode_entry
 from depcache.serializers.base import BaseSerializer
+from tests.reliability.profile import PROFILE
 
 __all__ = [
     "ARGUMENTS",
@@ -52,7 +52,7 @@ __all__ = [
 
 # --- settings profiles ----------------------------------------------------------------------------
 
-LONG = os.environ.get("DEPCACHE_RELIABILITY_PROFILE", "").lower() == "long"
+LONG = PROFILE.name == "long"  # the suite-wide choice (tests/reliability/profile.py)
 _LONG_FACTOR = 10
 
 settings.register_profile(

@@ -282,3 +282,23 @@ def test_a_batch_is_acknowledged_at_once_only_when_everything_before_it_is_settl
     with Connection(rabbitmq_broker) as conn:
         left = queue(conn.default_channel).queue_declare(passive=True)
         assert left.message_count == 2
+
+
+def test_settled_messages_are_not_tracked_forever(rabbitmq_broker: str, names: Names) -> None:
+    """Batches of one are acknowledged one by one: the settled messages must still leave the
+    map the multiple-ack rule reads, or it would grow with every event."""
+    queue = Queue(names.queue, durable=True, auto_delete=False)
+    with Connection(rabbitmq_broker) as conn:
+        queue(conn.default_channel).declare()
+        producer = Producer(conn.default_channel)
+        for n in range(50):
+            producer.publish({"n": n}, exchange="", routing_key=names.queue, serializer="json")
+    with Connection(rabbitmq_broker) as conn:
+        bound = queue(conn.channel())
+        step = _step_for_acks()
+        for _ in range(50):
+            message = bound.get(no_ack=False)
+            assert message is not None
+            step._track(message)
+            message.ack()  # a batch of one
+        assert len(step._outstanding) <= 1

@@ -24,16 +24,11 @@ from depcache_celery.monitoring import (
     register_prometheus,
 )
 from tests.celery_fixtures import Names, embedded_worker, fill, make_app, wait_for
+from tests.servers import free_port
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
 Managers = tuple[depcache.CacheManager, depcache.CacheManager]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _count_some() -> None:
@@ -123,7 +118,7 @@ def test_prometheus_port_setting() -> None:
 
 
 def test_worker_serves_metrics_over_http(rabbitmq_broker: str, names: Names) -> None:
-    port = _free_port()
+    port = free_port()
     app = make_app(rabbitmq_broker, names, depcache_prometheus_port=port)
     install(app)
     _count_some()

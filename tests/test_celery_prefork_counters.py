@@ -6,9 +6,7 @@ them, added to the bus consumer's counts of the main process, each counted once.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import textwrap
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +18,15 @@ import redis
 import depcache
 from depcache_celery import install
 from depcache_celery.monitoring import inspect_stats
-from tests.celery_fixtures import Names, make_app, publish_event, stop_process, wait_for
+from tests.celery_fixtures import (
+    Names,
+    make_app,
+    publish_event,
+    start_worker_process,
+    stop_process,
+    wait_for,
+)
+from tests.servers import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -64,12 +70,6 @@ EVENT = range(12, 18)  # depcache.event tasks: pool children
 ITEMS = 18
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def prefork_worker(
     tmp_path: Path, rabbitmq_broker: str, names: Names, redis_url: str, prefix: str
@@ -78,7 +78,7 @@ def prefork_worker(
     Prometheus port)."""
     module = f"dc_prefork_{names.uid}"
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP_MODULE))
-    port = _free_port()
+    port = free_port()
     node = f"dcprefork-{names.uid}"
     env = {
         **os.environ,
@@ -92,19 +92,13 @@ def prefork_worker(
         "DEPCACHE_DEAD_LETTER_QUEUE": names.dead,
         "DEPCACHE_PROMETHEUS_PORT": str(port),
     }
-    with (tmp_path / "worker.log").open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", module, "worker"),
-                *("--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING"),
-                *("--hostname", f"{node}@%h"),
-                *("--without-mingle", "--without-gossip", "--without-heartbeat"),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_worker_process(
+        tmp_path,
+        module,
+        env,
+        "worker.log",
+        *("--pool", "prefork", "--concurrency", "2", "--hostname", f"{node}@%h"),
+    )
     try:
         yield process, node, port
     finally:

@@ -75,6 +75,7 @@ def observer(rabbitmq_broker: str, names: Names) -> Iterator[Callable[[], int]]:
         (lambda: depcache_celery.build_event("e", {"a": object()}), ValueError, "not JSON"),
         (lambda: depcache_celery.build_event("e", {"a": float("nan")}), ValueError, "not JSON"),
         (lambda: depcache_celery.build_event("e", {"a": {1, 2}}), ValueError, "set"),
+        (lambda: depcache_celery.build_event("e", {"a": "\ud800"}), ValueError, "valid Unicode"),
         (lambda: depcache_celery.build_event("e", dependencies="x"), TypeError, "list"),
         (lambda: depcache_celery.build_event("e", dependencies=[""]), ValueError, "non-empty"),
         (lambda: depcache_celery.build_event("e", id=""), TypeError, "id"),

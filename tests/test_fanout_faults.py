@@ -53,6 +53,8 @@ from kombu import Connection, Exchange, Producer, Queue
 import depcache
 from depcache_celery import Settings, event_queue
 from tests.celery_fixtures import Names, stop_process
+from tests.reliability.profile import PROFILE as RUN_PROFILE
+from tests.reliability.profile import reporting
 from tests.servers import RedisServer, redis_server
 from tests.tcp_proxy import TcpProxy
 
@@ -118,12 +120,7 @@ PROFILES = {
     ),
 }
 
-_profile_name = os.environ.get("DEPCACHE_RELIABILITY_PROFILE", "short") or "short"
-if _profile_name not in PROFILES:
-    raise ValueError(
-        f"DEPCACHE_RELIABILITY_PROFILE must be one of {', '.join(PROFILES)}, got {_profile_name!r}"
-    )
-PROFILE = PROFILES[_profile_name]
+PROFILE = PROFILES[RUN_PROFILE.name]  # the suite-wide choice (tests/reliability/profile.py)
 
 KILL_STALL = 600.0  # seconds: the worker is killed long before
 CUT_STALL = 1.5  # seconds the worker holds the marked batch while its connections are cut
@@ -749,7 +746,7 @@ def test_fanout_under_faults_invalidates_everything_everywhere(rig: Rig) -> None
     }
     text = json.dumps(report, indent=2, sort_keys=False)
     print(text)
-    if os.environ.get("DEPCACHE_RELIABILITY_REPORT") == "1":
+    if reporting():
         REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
         REPORT_FILE.write_text(text + "\n")
 
