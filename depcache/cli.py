@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -69,7 +69,8 @@ def _describe(message: bytes, as_json: bool) -> str:
 def _messages(config: RedisConfig, pattern: str) -> Iterator[bytes]:
     client = _client(config)
     with backend_errors(config):
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]  # untyped on clusters
+        # typed Any: redis-py < 8 leaves RedisCluster.pubsub untyped, 8.x types it
+        pubsub = cast(Any, client).pubsub()
         pubsub.psubscribe(pattern)
         while True:
             message = pubsub.get_message(timeout=1.0)
