@@ -10,21 +10,25 @@ from __future__ import annotations
 from .scheme import (
     DEFAULT_SCHEMA,
     NARROWABLE_TYPES,
+    any_row_dependency,
     canonical_value,
     column_dependency,
     dependencies_for,
     qualify_table,
     row_dependencies,
     table_dependency,
+    unknown_rows_dependencies,
 )
 
 __all__ = [
     "DEFAULT_SCHEMA",
     "NARROWABLE_TYPES",
+    "any_row_dependency",
     "canonical_value",
     "column_dependency",
     "dependencies_for",
     "qualify_table",
     "row_dependencies",
     "table_dependency",
+    "unknown_rows_dependencies",
 ]

@@ -1,14 +1,19 @@
 """The dependency scheme for database rows: one place that names what a read depends on and
 what a write invalidates.
 
-Two kinds of dependency, both plain strings:
+Three kinds of dependency, all plain strings:
 
-* ``db:<schema>.<table>``: the whole table. Reads that cannot be narrowed (ranges, ``LIKE``,
+* ``db:<schema>.<table>``: the table as a whole. Reads that cannot be narrowed (ranges, ``LIKE``,
   aggregates without equality conditions, SQL the analyser cannot parse) depend on it; every
   committed write to the table invalidates it.
 * ``db:<schema>.<table>:<column>=<value>``: the rows whose ``column`` equals ``value``. A read
   with ``column = value`` or ``column IN (...)`` depends on one per value; a committed write
-  invalidates one per column of the old and of the new image of every row it wrote.
+  invalidates one per narrowable column of the old and of the new image of every row written.
+* ``db:<schema>.<table>:*``: any row. Every narrowed read also depends on it; a write
+  invalidates it when it cannot name its rows precisely: an image it does not know (an
+  ``UPDATE`` seen without its old row, a bulk ``UPDATE``/``DELETE`` whose rows were not read
+  back, ``TRUNCATE``) or a value it cannot put in canonical form. So an imprecise write reaches
+  every cached read of the table, never fewer.
 
 Names are normalised as PostgreSQL folds them: a table without a schema is in
 :data:`DEFAULT_SCHEMA`; unquoted identifiers are given here already folded to lower case (the
@@ -35,12 +40,14 @@ from typing import Any
 __all__ = [
     "DEFAULT_SCHEMA",
     "NARROWABLE_TYPES",
+    "any_row_dependency",
     "canonical_value",
     "column_dependency",
     "dependencies_for",
     "qualify_table",
     "row_dependencies",
     "table_dependency",
+    "unknown_rows_dependencies",
 ]
 
 #: the schema of a table named without one (PostgreSQL's default ``search_path``)
@@ -90,6 +97,17 @@ def qualify_table(table: str, schema: str | None = None) -> str:
 def table_dependency(table: str, schema: str | None = None) -> str:
     """The dependency of every row of ``table``: ``db:<schema>.<table>``."""
     return f"db:{qualify_table(table, schema)}"
+
+
+def any_row_dependency(table: str, schema: str | None = None) -> str:
+    """The dependency every narrowed read of ``table`` also has: ``db:<schema>.<table>:*``."""
+    return f"db:{qualify_table(table, schema)}:*"
+
+
+def unknown_rows_dependencies(table: str, schema: str | None = None) -> set[str]:
+    """What a committed write to ``table`` invalidates when it cannot name its rows: every
+    cached read of the table (the table and any-row dependencies)."""
+    return {table_dependency(table, schema), any_row_dependency(table, schema)}
 
 
 def _canonical_number(value: Any) -> str | None:
@@ -184,10 +202,12 @@ def row_dependencies(
 ) -> set[str]:
     """What a committed write of one row invalidates: the table, and a column dependency for
     every narrowable column of every given image (the old and the new row; None for an image
-    that is not known, such as the old row of an insert).
+    that does not exist, such as the old row of an insert: an image that exists but is not
+    known calls for :func:`unknown_rows_dependencies` instead).
 
-    ``types`` maps column names to their types; a column without one is judged by the
-    Python type of its value.
+    ``types`` maps column names to their types; a column without one is judged by the Python
+    type of its value. A value of a narrowable type that has no canonical form adds the
+    any-row dependency, so reads narrowed on that column are still reached.
     """
     deps = {table_dependency(table, schema)}
     for image in images:
@@ -198,7 +218,13 @@ def row_dependencies(
             dep = column_dependency(table, column, value, pg_type, schema)
             if dep is not None:
                 deps.add(dep)
+            elif value is not None and pg_type is not None and _narrowable(pg_type):
+                deps.add(any_row_dependency(table, schema))
     return deps
+
+
+def _narrowable(pg_type: str) -> bool:
+    return pg_type.strip().lower() in NARROWABLE_TYPES
 
 
 def dependencies_for(
@@ -207,9 +233,12 @@ def dependencies_for(
     types: Mapping[str, str] | None = None,
     schema: str | None = None,
 ) -> set[str]:
-    """What a read of ``table`` depends on: for ``conditions`` (one column's equality or ``IN``
-    values, ANDed with the rest of the query) a column dependency per value; the table when
-    there is no usable condition or a value cannot narrow."""
+    """What a read of ``table`` depends on.
+
+    ``conditions`` maps a column to the values it is compared to by ``=`` or ``IN``, each
+    ANDed with the rest of the query. With one column whose values all narrow: a column
+    dependency per value, plus the any-row dependency. Otherwise the table.
+    """
     if conditions:
         for column, values in conditions.items():
             pg_type = None if types is None else types.get(column)
@@ -221,5 +250,6 @@ def dependencies_for(
                 deps.add(dep)
             else:
                 if deps:
+                    deps.add(any_row_dependency(table, schema))
                     return deps
     return {table_dependency(table, schema)}

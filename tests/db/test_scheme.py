@@ -8,12 +8,14 @@ from decimal import Decimal
 import pytest
 
 from depcache.db import (
+    any_row_dependency,
     canonical_value,
     column_dependency,
     dependencies_for,
     qualify_table,
     row_dependencies,
     table_dependency,
+    unknown_rows_dependencies,
 )
 
 
@@ -93,12 +95,32 @@ def test_a_read_depends_on_column_values_or_falls_back_to_the_table() -> None:
     assert dependencies_for("users", {"id": [1, 2]}) == {
         "db:public.users:id=1",
         "db:public.users:id=2",
+        "db:public.users:*",
     }
     assert dependencies_for("users", None) == {"db:public.users"}
     # one value that cannot narrow makes the whole condition fall back (never less)
     assert dependencies_for("users", {"score": [1, 1.5]}) == {"db:public.users"}
     # with several usable conditions one is enough (they are ANDed)
-    assert dependencies_for("users", {"score": [1.5], "id": [3]}) == {"db:public.users:id=3"}
+    assert dependencies_for("users", {"score": [1.5], "id": [3]}) == {
+        "db:public.users:id=3",
+        "db:public.users:*",
+    }
     # reads and writes meet: the row a read narrows to is what its write invalidates
     read = dependencies_for("users", {"id": ["7"]}, types={"id": "int4"})
-    assert read <= row_dependencies("users", {"id": 7, "name": "x"})
+    assert read & row_dependencies("users", {"id": 7, "name": "x"}) == {"db:public.users:id=7"}
+
+
+def test_a_write_that_cannot_name_its_rows_reaches_every_read_of_the_table() -> None:
+    narrow = dependencies_for("users", {"name": ["Ada"]})
+    wide = dependencies_for("users", None)
+    unknown = unknown_rows_dependencies("users")
+    assert narrow & unknown
+    assert wide & unknown
+    assert any_row_dependency("users") == "db:public.users:*"
+    # a precise write reaches the narrowed reads of its rows only, and the wide reads
+    precise = row_dependencies("users", {"id": 1, "name": "Bob"})
+    assert not (narrow & precise)
+    assert wide <= precise
+    # a value of a narrowable type without a canonical form makes the write imprecise
+    odd = row_dependencies("users", {"id": "AeI="}, types={"id": "numeric"})
+    assert any_row_dependency("users") in odd
