@@ -646,23 +646,20 @@ class DepcacheCluster(DecoratorLibrary):
         for dep, keys in entries.items():
             for n, key in enumerate(keys):
                 blob, deps = manager._encode(make_value(n), {dep})
-                batch.append(backend._store_steps(key, blob, self.ttl, deps, None))
+                batch.append(backend.protocol.store(key, blob, self.ttl, deps, None, True))
                 if len(batch) >= 500:
-                    run_protocols_together(backend.redis, batch)
+                    run_protocols_together(backend._runner_now(), batch)
                     batch = []
-        run_protocols_together(backend.redis, batch)
+        run_protocols_together(backend._runner_now(), batch)
         for keys in entries.values():
             if manager.get(keys[-1]) != make_value(len(keys) - 1):
                 raise Problem("depcache did not read back a populated cluster entry")
 
 
-def run_protocols_together(client: Any, protocols: list[Any]) -> None:
+def run_protocols_together(run: Any, protocols: list[Any]) -> None:
     """Run depcache step protocols (generators of command batches) in lock step: step i of
-    every protocol goes out in one pipeline. Every protocol must return true (stored).
-
-    EVALs are sent to the node of their first key explicitly: left to itself, redis-py 8's
-    ClusterPipeline asks the server (COMMAND GETKEYS, one blocking round trip) for the keys of
-    every EVAL it queues."""
+    every protocol goes out in one batch of the backend's runner. Every protocol must return
+    true (stored)."""
     pending: dict[int, list[Any]] = {}
     for n, steps in enumerate(protocols):
         try:
@@ -671,15 +668,7 @@ def run_protocols_together(client: Any, protocols: list[Any]) -> None:
             if not stop.value:
                 raise Problem("a depcache store was refused during set-up") from None
     while pending:
-        pipe = client.pipeline(transaction=False)
-        for batch in pending.values():
-            for command in batch:
-                if command[0] == "EVAL":
-                    node = client.get_node_from_key(command[3])
-                    pipe.execute_command(*command, target_nodes=node)
-                else:
-                    pipe.execute_command(*command)
-        replies = pipe.execute()
+        replies = run([command for batch in pending.values() for command in batch])
         following: dict[int, list[Any]] = {}
         at = 0
         for n, batch in pending.items():

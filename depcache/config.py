@@ -221,7 +221,10 @@ class RedisConfig(ConfigBase):
     ``REDIS_SSL``), except that any of those given as arguments wins over ``REDIS_URL``.
     ``socket_timeout`` (``REDIS_SOCKET_TIMEOUT``, seconds), ``max_connections``
     (``REDIS_MAX_CONNECTIONS``, default 100 per client; when all are busy, callers wait for one)
-    and ``cluster`` (``REDIS_CLUSTER``) complete it. Extra keyword arguments go to redis-py.
+    and ``cluster`` (``REDIS_CLUSTER``) complete it. ``node_check_seconds``
+    (``DEP_CACHE_NODE_CHECK_SECONDS``, default 1; 0: off) is how often each process reads every
+    master's identity and eviction policy (``depcache/backends/watch.py``): the longest a master
+    that lost data can go unnoticed. Extra keyword arguments go to redis-py.
     """
 
     def __init__(
@@ -250,6 +253,7 @@ class RedisConfig(ConfigBase):
         single_flight: bool | None = None,
         stampede_lock: bool | None = None,
         stampede_lock_seconds: float | None = None,
+        node_check_seconds: float | None = None,
         environ: Mapping[str, str] | None = None,
         **additional_connection_kwargs: Any,
     ) -> None:
@@ -283,6 +287,9 @@ class RedisConfig(ConfigBase):
             max_connections, env, "REDIS_MAX_CONNECTIONS", _parse_int, 100
         )
         self.cluster: bool = _pick(cluster, env, "REDIS_CLUSTER", _parse_bool, False)
+        self.node_check_seconds: float = _pick(
+            node_check_seconds, env, "DEP_CACHE_NODE_CHECK_SECONDS", _parse_float, 1.0
+        )
         self.additional_connection_kwargs: dict[str, Any] = dict(additional_connection_kwargs)
         # explicit connection arguments win over REDIS_URL from the environment
         explicit_parts = any(v is not None for v in (host, port, db, password, username, ssl))
@@ -331,6 +338,10 @@ class RedisConfig(ConfigBase):
             raise ConfigError(f"socket_timeout must be positive, got {self.socket_timeout!r}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, got {self.max_connections!r}")
+        if self.node_check_seconds < 0:
+            raise ConfigError(
+                f"node_check_seconds must be 0 (off) or positive, got {self.node_check_seconds!r}"
+            )
 
     @property
     def safe_url(self) -> str:
@@ -345,6 +356,7 @@ class RedisConfig(ConfigBase):
             "socket_timeout": self.socket_timeout,
             "max_connections": self.max_connections,
             "cluster": self.cluster,
+            "node_check_seconds": self.node_check_seconds,
         }
 
 

@@ -20,6 +20,7 @@ from .flow import (
     COMPUTE,
     Acquire,
     CallRecord,
+    Discard,
     Emit,
     Flow,
     Join,
@@ -93,6 +94,9 @@ class _SyncCall(_Call):
     def store(self, op: Store) -> Any:
         return self.manager.backend.store(op.key, op.blob, op.ttl, op.dependencies, op.epoch)
 
+    def discard(self, op: Discard) -> Any:
+        return self.manager.backend.delete(op.key)
+
     def join(self, op: Join) -> Any:
         flights = self.manager.sync_flights
         if flights is None:
@@ -135,6 +139,7 @@ _SYNC: dict[type, Callable[[_SyncCall, Any], Any]] = {
     type(COMPUTE): _SyncCall.compute,
     Lookup: _SyncCall.lookup,
     Store: _SyncCall.store,
+    Discard: _SyncCall.discard,
     Join: _SyncCall.join,
     Acquire: _SyncCall.acquire,
     Emit: _SyncCall.emit,
@@ -195,6 +200,9 @@ class _AsyncCall(_Call):
         backend = self.manager.async_backend
         return await backend.store(op.key, op.blob, op.ttl, op.dependencies, op.epoch)
 
+    async def discard(self, op: Discard) -> Any:
+        return await self.manager.async_backend.delete(op.key)
+
     async def join(self, op: Join) -> Any:
         flights = self.manager.async_flights
         if flights is None:
@@ -242,6 +250,7 @@ _ASYNC: dict[type, Callable[[_AsyncCall, Any], Awaitable[Any]]] = {
     type(COMPUTE): _AsyncCall.compute,
     Lookup: _AsyncCall.lookup,
     Store: _AsyncCall.store,
+    Discard: _AsyncCall.discard,
     Join: _AsyncCall.join,
     Acquire: _AsyncCall.acquire,
     Emit: _AsyncCall.emit,

@@ -1,11 +1,16 @@
 """The stored envelope of a cache entry: what kind it is, its dependencies, and the payload.
 
-Layout (bytes): one kind byte, the dependencies as compact JSON (``{manager: [dep, ...]}``),
-a newline, then the serializer's payload::
+Layout (bytes): one kind byte, the *epoch* the computation started from (decimal digits; none
+when the backend is to stamp it at store time), the dependencies as compact JSON
+(``{namespace: [dep, ...]}``, by manager prefix), a newline, then the serializer's payload::
 
-    v{"users":["user:1"]}\\n<payload>     a result whose payload is bytes
-    V{}\\n<payload>                       a result whose payload is str (decoded before load)
-    e / E                                 a cached exception: {"type", "args", "attrs"}
+    v1764000000000123{"users":["user:1"]}\\n<payload>   a result whose payload is bytes
+    V1764000000000123{}\\n<payload>                     a result whose payload is str
+    e / E                                               a cached exception
+                                                        ({"type", "args", "attrs"})
+
+The Redis backends read the epoch and the manager's own dependencies on every hit, to check
+that none was invalidated after the computation started or lost (``lua/lookup.lua``).
 
 The header is always parsed by depcache's own JSON code, whatever the serializer. A cached
 exception is rebuilt only as a class found among the allowed types and their subclasses
@@ -75,11 +80,14 @@ def _deps_json(dependencies: DepsByManager) -> bytes:
     return _json.dumps(clean)
 
 
-def _pack(kind_bytes: bytes, kind_str: bytes, deps: bytes, payload: str | bytes) -> bytes:
+def _pack(
+    kind_bytes: bytes, kind_str: bytes, epoch: int | None, deps: bytes, payload: str | bytes
+) -> bytes:
+    stamp = b"" if epoch is None else b"%d" % epoch
     if isinstance(payload, str):
-        return kind_str + deps + b"\n" + payload.encode("utf-8", "surrogatepass")
+        return kind_str + stamp + deps + b"\n" + payload.encode("utf-8", "surrogatepass")
     if isinstance(payload, bytes | bytearray):
-        return kind_bytes + deps + b"\n" + bytes(payload)
+        return kind_bytes + stamp + deps + b"\n" + bytes(payload)
     raise SerializationError(f"serializer returned {type(payload).__name__}, expected str or bytes")
 
 
@@ -96,9 +104,16 @@ def _dump(serializer: BaseSerializer, value: Any) -> str | bytes:
         ) from exc
 
 
-def encode_entry(serializer: BaseSerializer, value: Any, dependencies: DepsByManager) -> bytes:
-    """Encode a result. Raises SerializationError when the serializer cannot store it."""
-    return _pack(_RESULT, _RESULT_STR, _deps_json(dependencies), _dump(serializer, value))
+def encode_entry(
+    serializer: BaseSerializer,
+    value: Any,
+    dependencies: DepsByManager,
+    epoch: int | None = None,
+) -> bytes:
+    """Encode a result computed from ``epoch`` (None: stamped when stored). Raises
+    SerializationError when the serializer cannot store it."""
+    payload = _dump(serializer, value)
+    return _pack(_RESULT, _RESULT_STR, epoch, _deps_json(dependencies), payload)
 
 
 def _storable_attributes(serializer: BaseSerializer, exc: BaseException) -> dict[str, Any]:
@@ -115,9 +130,13 @@ def _storable_attributes(serializer: BaseSerializer, exc: BaseException) -> dict
 
 
 def encode_exception(
-    serializer: BaseSerializer, exc: BaseException, dependencies: DepsByManager
+    serializer: BaseSerializer,
+    exc: BaseException,
+    dependencies: DepsByManager,
+    epoch: int | None = None,
 ) -> bytes:
-    """Encode a raised exception: qualified type name, ``args`` and storable attributes."""
+    """Encode a raised exception (computed from ``epoch``): qualified type name, ``args`` and
+    storable attributes."""
     cls = type(exc)
     name = f"{cls.__module__}.{cls.__qualname__}"
     attrs = _storable_attributes(serializer, exc)
@@ -125,7 +144,7 @@ def encode_exception(
         payload = _dump(serializer, {"type": name, "args": list(exc.args), "attrs": attrs})
     except SerializationError:  # arguments that cannot be stored: keep the message
         payload = _dump(serializer, {"type": name, "args": [str(exc)], "attrs": attrs})
-    return _pack(_EXC, _EXC_STR, _deps_json(dependencies), payload)
+    return _pack(_EXC, _EXC_STR, epoch, _deps_json(dependencies), payload)
 
 
 def _find_exception_class(
@@ -197,10 +216,13 @@ def decode_entry(
         end = blob.find(b"\n")
         if kind is None or end < 0:
             raise CorruptEntry("not a depcache entry")
-        header = blob[1:end]
+        brace = blob.find(b"{", 1, end)
+        if brace < 0 or (brace > 1 and not blob[1:brace].isdigit()):
+            raise CorruptEntry("malformed entry header")
+        header = blob[brace:end]
         if dependencies:
             deps: Mapping[str, Iterable[str]] = _parse_deps(header)
-        elif header[:1] != b"{" or header[-1:] != b"}":
+        elif header[-1:] != b"}":
             raise CorruptEntry("malformed dependency header")
         else:
             deps = _UNREAD

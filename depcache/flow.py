@@ -28,6 +28,7 @@ __all__ = [
     "COMPUTE",
     "Acquire",
     "CallRecord",
+    "Discard",
     "Emit",
     "Join",
     "Lookup",
@@ -56,6 +57,13 @@ class _Compute:
 
 
 COMPUTE = _Compute()
+
+
+@dataclass(slots=True)
+class Discard:
+    """Delete an unreadable entry. Result: ignored."""
+
+    key: str
 
 
 @dataclass(slots=True)
@@ -104,7 +112,7 @@ class Notify:
     cached_result: Any
 
 
-Operation = Lookup | _Compute | Join | Acquire | Store | Emit | Notify
+Operation = Lookup | _Compute | Join | Acquire | Store | Discard | Emit | Notify
 Flow = Generator[Operation, Any, Any]
 
 
@@ -181,26 +189,36 @@ def _look_up(
     key: str,
     looked_up: tuple[bytes | None, int | None] | None = None,
 ) -> Generator[Operation, Any, tuple[bool, Entry | None, int | None]]:
-    """Read the entry. Returns (backend reachable, decoded entry or None, epoch or None)."""
-    if looked_up is not None:
-        blob, epoch = looked_up
-    else:
+    """Read the entry. Returns (backend reachable, decoded entry or None, epoch or None).
+
+    An entry that cannot be decoded is deleted and looked up again, for the epoch a new
+    computation starts from; if that fails too, the result is computed and not stored
+    (reported as unreachable)."""
+    for attempt in range(2):
+        if looked_up is not None and attempt == 0:
+            blob, epoch = looked_up
+        else:
+            try:
+                blob, epoch = yield Lookup(key)
+            except Exception as exc:
+                if not spec.silent:
+                    raise
+                logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
+                return False, None, None
+        if blob is None:
+            return True, None, epoch
         try:
-            blob, epoch = yield Lookup(key)
-        except Exception as exc:
-            if not spec.silent:
-                raise
-            logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
-            return False, None, None
-    if blob is None:
-        return True, None, epoch
-    try:
-        return True, decode_entry(manager.serializer, blob, spec.exception_types), epoch
-    except CorruptEntry as exc:
-        logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
-        # a hit does not read the epoch; 0 is older than every invalidation, so the store is
-        # refused if any dependency was invalidated within the guard window
-        return True, None, 0 if epoch is None else epoch
+            return True, decode_entry(manager.serializer, blob, spec.exception_types), epoch
+        except CorruptEntry as exc:
+            logger.warning("depcache entry %s is unreadable and will be replaced: %s", key, exc)
+            try:
+                yield Discard(key)
+            except Exception as discard_error:
+                if not spec.silent:
+                    raise
+                logger.warning("depcache could not delete %s: %s", key, discard_error)
+                return False, None, None
+    return False, None, None
 
 
 def _avoid_stampede(
@@ -302,9 +320,9 @@ def _store(
         return False
     try:
         if ok:
-            blob = encode_entry(manager.serializer, outcome, frame.dependencies)
+            blob = encode_entry(manager.serializer, outcome, frame.dependencies, epoch)
         else:
-            blob = encode_exception(manager.serializer, outcome, frame.dependencies)
+            blob = encode_exception(manager.serializer, outcome, frame.dependencies, epoch)
     except SerializationError as exc:
         if not spec.silent:
             raise

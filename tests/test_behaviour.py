@@ -1443,11 +1443,15 @@ def test_redis_entry_layout(
     assert entry_keys(redis_client, prefix) == [f"{prefix}:k:{keys[0]}".encode()]
     index = f"{prefix}:d:{{layout}}:i"
     assert redis_client.type(index) == b"zset"
-    assert redis_client.zcard(index) == 1
+    # the entry, and the dependency's marker: member '' scored minus the epoch it was last
+    # invalidated at (or first used)
+    assert redis_client.zcard(index) == 2
+    assert redis_client.zscore(index, "") < 0
     assert redis_client.ttl(index) > 0  # the index lives as long as its longest entry
     assert redis_manager.invalidate_dependency("layout") == 1
     assert entry_keys(redis_client, prefix) == []
-    assert redis_client.exists(index) == 0
+    assert redis_client.zrange(index, 0, -1) == [b""]  # only the marker is left
+    assert -redis_client.zscore(index, "") == int(redis_client.get(f"{prefix}:epoch"))
 
 
 @pytest.mark.redis
@@ -1463,17 +1467,22 @@ def test_dependency_index_lives_as_long_as_its_entries(
     assert 295 <= redis_client.ttl(index) <= 300  # never dies before its longest-lived entry
     redis_manager.set("forever", 1, dependencies={"d"})
     assert redis_client.ttl(index) == -1
-    assert redis_client.zcard(index) == 4
+    assert redis_client.zcard(index) == 5  # four entries and the marker
 
     pruned = f"{prefix}:d:{{e}}:i"
     redis_manager.set("blink", 1, ttl=0.2, dependencies={"e"})
     time.sleep(0.3)
-    redis_manager.set("next", 1, ttl=100, dependencies={"e"})
-    assert redis_client.zcard(pruned) == 1  # the expired member was dropped
+    swept = [b"", f"{prefix}:k:next".encode()]
+    for _ in range(100):  # about one store in four sweeps an index
+        redis_manager.set("next", 1, ttl=100, dependencies={"e"})
+        if redis_client.zrange(pruned, 0, -1) == swept:
+            break
+    assert redis_client.zrange(pruned, 0, -1) == swept  # the expired member was dropped
 
     assert redis_manager.invalidate_dependency("d") == 4
-    marker = f"{prefix}:d:{{d}}:v"
-    assert 0 < redis_client.pttl(marker) <= 600_000  # the marker expires after the guard window
+    # the marker outlives the entries by the guard window
+    assert redis_client.zrange(index, 0, -1) == [b""]
+    assert 0 < redis_client.pttl(index) <= 600_000
     assert redis_client.exists(f"{prefix}:epoch") == 1
 
 

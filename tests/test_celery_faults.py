@@ -173,6 +173,11 @@ def test_a_stopped_server_gets_its_share_once_it_is_back(
                 # the next retry is at least 2 s away: the server is back, and the entry cached
                 # there again, well before it
                 server.start()
+                # the restart voids what was cached before it was noticed (a restarted server
+                # may have lost invalidations): cache again once it has been
+                watch = down.backend.watch
+                assert watch is not None
+                assert watch.wait_next_poll(5)
                 fill(down, {"u1": {"user:1"}, "u2": {"user:2"}})
                 wait_for(lambda: not down.exists("u1"), timeout=8, what="the retried share")
                 assert down.exists("u2")

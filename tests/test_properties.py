@@ -334,7 +334,12 @@ def test_corrupted_entries_are_misses_and_overwritten(
         assert served is not _UNREADABLE
         assert_same(served, got)
         return
-    assert strict is _UNREADABLE, "a readable entry was not served"
+    # the epoch and dependencies in the header are checked on every hit: damage there may void
+    # a readable entry (say, an epoch below the floor); a readable payload behind an intact
+    # header must be served
+    header = raw[: raw.index(b"\n") + 1]
+    if damaged.startswith(header):
+        assert strict is _UNREADABLE, "a readable entry was not served"
     assert_same(value, got)
     stored = redis_client.get(redis_key)
     assert isinstance(stored, bytes)

@@ -51,16 +51,22 @@ class BackendMixin:
         return f"{self.prefix}:k:{key}"
 
     def _deps_key(self, dependency: str) -> str:
-        """The storage key of the index of ``dependency`` (hash-tagged for Redis Cluster)."""
+        """The storage key of the index of ``dependency`` (hash-tagged for Redis Cluster): its
+        entries, and its marker (member ``''`` scored minus the epoch of its last invalidation)."""
         return f"{self.prefix}:d:{{{dependency}}}:i"
-
-    def _mark_key(self, dependency: str) -> str:
-        """The storage key of the invalidation marker of ``dependency`` (same slot as its index)."""
-        return f"{self.prefix}:d:{{{dependency}}}:v"
 
     def _epoch_key(self) -> str:
         """The storage key of the invalidation counter."""
         return f"{self.prefix}:epoch"
+
+    def _floor_key(self) -> str:
+        """The storage key of the floor: entries computed from an epoch below it are void (the
+        epoch's slot, ``{P:epoch}``)."""
+        return f"{{{self.prefix}:epoch}}:floor"
+
+    def _nodes_key(self) -> str:
+        """The storage key of the record of the masters' identities (``backends/watch.py``)."""
+        return f"{{{self.prefix}:epoch}}:nodes"
 
 
 class CacheBackend(BackendMixin, ABC):

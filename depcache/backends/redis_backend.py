@@ -1,13 +1,20 @@
-"""Redis backends (sync and async) on standalone Redis.
+"""The Redis backends: a storage protocol (``protocols/``) run by a sync or an async runner.
 
-Round trips: a lookup is one ``MGET`` of the entry and the epoch (one command reads both
-atomically, at a tenth of a script call's cost to the server), a store is one ``EVALSHA`` of
-``lua/store.lua`` whatever the number of dependencies, and an invalidation is one ``EVALSHA``
-of ``lua/invalidate.lua`` whatever the number of entries. See ``docs/design.md``.
+:class:`RedisBackend` and :class:`AsyncRedisBackend` hold everything a backend does, once:
+each method runs its protocol's steps (``runners.py``) and turns Redis errors into
+:class:`~depcache.errors.BackendError`. The public classes only pick the protocol and the
+client: :class:`RedisCacheBackend` / :class:`AsyncRedisCacheBackend` for a standalone server,
+``RedisClusterCacheBackend`` / ``AsyncRedisClusterCacheBackend`` (``cluster.py``) for a Redis
+Cluster.
+
+Every backend also follows its deployment's :class:`~depcache.backends.watch.DeploymentWatch`:
+whether its servers may evict keys (what a store must assume of a missing marker) and whether a
+master lost data (the sync backend keeps its prefix's floor).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -15,101 +22,78 @@ import redis
 import redis.asyncio as aioredis
 
 from ..config import RedisConfig
-from .base import AsyncCacheBackend, BackendMixin, Blob, CacheBackend
-from .locks import LockSteps
+from .base import AsyncCacheBackend, Blob, CacheBackend
 from .loops import PerLoop
+from .protocols import ClusterProtocol, StandaloneProtocol
 from .redis_client import (
     REDIS_ERRORS,
-    acall_script,
     backend_error,
     backend_errors,
-    call_script,
     create_async_client,
     create_sync_client,
 )
-from .steps import arun_steps, run_steps
+from .runners import (
+    AsyncRunner,
+    Runner,
+    Steps,
+    arun_steps,
+    async_standalone_runner,
+    run_steps,
+    standalone_runner,
+)
+from .watch import DeploymentWatch, watch_for
 
-__all__ = ["AsyncRedisCacheBackend", "RedisCacheBackend"]
+__all__ = ["AsyncRedisBackend", "AsyncRedisCacheBackend", "RedisBackend", "RedisCacheBackend"]
 
 _BATCH = 500
+#: how long a first store waits for the watch to learn whether the servers may evict keys
+_FIRST_POLL_WAIT = 2.0
+
+Protocol = StandaloneProtocol | ClusterProtocol
 
 
-class _RedisLayout(BackendMixin):
-    """Argument packing shared by the sync and async Redis backends (no I/O here)."""
+class _Watched:
+    """What the sync and async backends share about their deployment's watch."""
 
-    config: RedisConfig
-    _entry_prefix: str  # the storage key of entry ``k`` is _entry_prefix + k
-    _epoch: str  # the storage key of the epoch
+    watch: DeploymentWatch | None
 
-    def _layout(self) -> None:
-        self._entry_prefix = self._cache_key("")
-        self._epoch = self._epoch_key()
+    def _may_evict(self) -> bool:
+        """Whether a missing marker may have been evicted (True until known)."""
+        return self.watch is None or self.watch.can_evict is not False
 
-    def _store_call(
-        self,
-        key: str,
-        value: Blob,
-        ttl: float | None,
-        dependencies: Iterable[str],
-        epoch: int | None,
-    ) -> tuple[list[str], list[Any]]:
-        keys = [self._cache_key(key)]
-        for dep in sorted(set(dependencies)):
-            keys.append(self._deps_key(dep))
-            keys.append(self._mark_key(dep))
-        ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
-        return keys, [value, ttl_ms, "" if epoch is None else epoch]
-
-    def _invalidate_call(self, dependencies: Iterable[str]) -> tuple[list[str], list[Any]]:
-        deps = sorted(set(dependencies))
-        keys = [self._epoch_key()]
-        for dep in deps:
-            keys.append(self._deps_key(dep))
-            keys.append(self._mark_key(dep))
-        guard_ms = max(1, round(self.config.guard_seconds * 1000))
-        announcer = self.announcer
-        if announcer is None:
-            return keys, [guard_ms, "", ""]
-        return keys, [guard_ms, announcer.channel, announcer.head(deps)]
-
-    @staticmethod
-    def _parse_lookup(reply: Any) -> tuple[Blob | None, int | None]:
-        value, epoch = reply
-        if value is not None:
-            return value, None  # a hit: the epoch is only needed on a miss
-        return None, int(epoch or 0)
+    def _polled(self) -> bool:
+        return self.watch is None or self.watch.can_evict is not None
 
 
-class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
-    """Synchronous Redis backend.
-
-    Args:
-        config: connection settings; a plain ConfigBase means ``RedisConfig()`` defaults with
-            its prefix.
-        redis_client: an existing ``redis.Redis`` to use instead of creating one.
-
-    Every method raises :class:`~depcache.errors.BackendError` when Redis fails.
-    """
+class RedisBackend(_Watched, CacheBackend):
+    """A synchronous backend running ``protocol`` with ``runner``. Every method raises
+    :class:`~depcache.errors.BackendError` when Redis fails."""
 
     guards_stale_sets = True
+    config: RedisConfig
 
-    def __init__(self, config: Any = None, redis_client: redis.Redis | None = None) -> None:
-        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
-        super().__init__(cfg)
-        self.config = cfg
-        self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
-        self._layout()
+    def __init__(self, config: RedisConfig, protocol: Protocol, runner: Runner | None) -> None:
+        super().__init__(config)
+        self.config = config
+        self.protocol = protocol
+        self._runner = runner
+        self.watch = watch_for(config)
+        if self.watch is not None:  # the sync backend keeps the prefix's floor (see watch.py)
+            self.watch.watch(self.prefix)
+
+    def _runner_now(self) -> Runner:
+        """The runner (made on first use by backends whose client connects lazily)."""
+        assert self._runner is not None
+        return self._runner
+
+    def _run(self, steps: Steps) -> Any:
+        with backend_errors(self.config):
+            return run_steps(self._runner_now(), steps)
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
-        """Entry bytes, or None and the epoch, in one round trip."""
-        try:
-            # execute_command directly: redis-py's mget() wrapper costs a hit about a microsecond
-            reply = self.redis.execute_command(  # type: ignore[no-untyped-call]  # untyped upstream
-                "MGET", self._entry_prefix + key, self._epoch
-            )
-        except REDIS_ERRORS as exc:
-            raise backend_error(self.config, exc) from exc
-        return self._parse_lookup(reply)
+        """The entry's bytes if it is still valid (nothing it depends on was invalidated
+        after it was computed, or lost), else None and the epoch to compute from."""
+        return cast("tuple[Blob | None, int | None]", self._run(self.protocol.lookup(key)))
 
     def store(
         self,
@@ -119,10 +103,11 @@ class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
         dependencies: Iterable[str],
         epoch: int | None,
     ) -> bool:
-        """Store and index atomically unless a dependency was invalidated after ``epoch``."""
-        keys, args = self._store_call(key, value, ttl, dependencies, epoch)
-        with backend_errors(self.config):
-            return bool(call_script(self.redis, "store", keys, args))
+        """Store and index unless a dependency was invalidated after ``epoch``."""
+        if not self._polled() and self.watch is not None:
+            self.watch.wait_polled(_FIRST_POLL_WAIT)
+        steps = self.protocol.store(key, value, ttl, dependencies, epoch, self._may_evict())
+        return bool(self._run(steps))
 
     def set(
         self,
@@ -135,101 +120,86 @@ class RedisCacheBackend(_RedisLayout, LockSteps, CacheBackend):
         self.store(key, value, ttl, dependencies or (), None)
 
     def get(self, key: str) -> Blob | None:
-        """The entry bytes, or None."""
-        with backend_errors(self.config):
-            return cast("Blob | None", self.redis.get(self._cache_key(key)))
+        """The entry's bytes if it is still valid (see :meth:`lookup`), or None."""
+        return self.lookup(key)[0]
 
     def invalidate_dependency(self, dependency: str) -> int:
-        """Delete the entries indexed under ``dependency`` (one round trip)."""
+        """Delete the entries indexed under ``dependency``."""
         return self.invalidate_dependencies((dependency,))
 
     def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
-        """Invalidate several dependencies in one atomic round trip."""
-        keys, args = self._invalidate_call(dependencies)
-        if len(keys) == 1:
-            return 0
-        with backend_errors(self.config):
-            return int(call_script(self.redis, "invalidate", keys, args))
+        """Invalidate several dependencies at once; return the number of entries removed."""
+        return int(self._run(self.protocol.invalidate(dependencies, self.announcer)))
 
     def delete(self, *keys: str) -> int:
         """Delete entries; return how many existed."""
-        if not keys:
-            return 0
-        with backend_errors(self.config):
-            return int(self.redis.delete(*(self._cache_key(k) for k in keys)))
+        return int(self._run(self.protocol.delete(keys)))
 
     def clear(self, pattern: str = "*") -> int:
-        """Delete entries whose key matches ``pattern`` (SCAN, then UNLINK in batches)."""
+        """Delete entries whose key matches ``pattern`` (SCAN on every master, then DEL in
+        batches)."""
         removed = 0
-        batch: list[bytes] = []
+        batch: list[str] = []
         with backend_errors(self.config):
-            for found in self.redis.scan_iter(match=self._cache_key(pattern), count=1000):
-                batch.append(found)
+            for found in self._client().scan_iter(match=self._cache_key(pattern), count=1000):
+                batch.append(found.decode()[len(self.protocol.entry_prefix) :])
                 if len(batch) >= _BATCH:
-                    removed += int(self.redis.unlink(*batch))
+                    removed += self.delete(*batch)
                     batch.clear()
-            if batch:
-                removed += int(self.redis.unlink(*batch))
-        return removed
+        return removed + self.delete(*batch)
 
     def exists(self, key: str) -> bool:
-        """Whether ``key`` exists."""
-        with backend_errors(self.config):
-            return bool(self.redis.exists(self._cache_key(key)))
+        """Whether ``key`` holds a valid entry."""
+        return self.lookup(key)[0] is not None
 
     def ttl(self, key: str) -> int:
         """Seconds left: -1 without expiry, -2 when missing."""
-        with backend_errors(self.config):
-            return int(self.redis.ttl(self._cache_key(key)))
+        return int(self._run(self.protocol.ttl(key)))
 
     def acquire_lock(self, key: str, ttl: float) -> str | None:
-        """See CacheBackend.acquire_lock (``locks.py``)."""
-        with backend_errors(self.config):
-            return cast("str | None", run_steps(self.redis, self._acquire_steps(key, ttl)))
+        """See CacheBackend.acquire_lock (``protocols/locks.py``)."""
+        return cast("str | None", self._run(self.protocol._acquire_steps(key, ttl)))
 
     def release_lock(self, key: str, token: str) -> None:
         """See CacheBackend.release_lock."""
-        with backend_errors(self.config):
-            run_steps(self.redis, self._release_steps(key, token))
+        self._run(self.protocol._release_steps(key, token))
+
+    def _client(self) -> Any:
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self.redis.close()
+        """Stop watching the deployment (when no other backend does)."""
+        if self.watch is not None:
+            self.watch.unwatch(self.prefix)
+            self.watch = None
 
 
-class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
-    """Asynchronous Redis backend: never blocks the event loop.
+class AsyncRedisBackend(_Watched, AsyncCacheBackend):
+    """An asynchronous backend running ``protocol``; never blocks the event loop.
 
-    asyncio connections belong to the loop that opened them, so the backend keeps one client
-    per running event loop (see ``loops.py``). Every method raises
-    :class:`~depcache.errors.BackendError` when Redis fails.
+    asyncio connections belong to the loop that opened them, so subclasses keep one client
+    (and runner) per running loop (:class:`~depcache.backends.loops.PerLoop`).
     """
 
     guards_stale_sets = True
+    config: RedisConfig
 
-    def __init__(self, config: Any = None) -> None:
-        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
-        super().__init__(cfg)
-        self.config = cfg
-        create_async_client(cfg)  # validate settings now rather than on first use
-        self._clients = PerLoop(lambda: create_async_client(cfg))
-        self._layout()
+    def __init__(self, config: RedisConfig, protocol: Protocol) -> None:
+        super().__init__(config)
+        self.config = config
+        self.protocol = protocol
+        self.watch = watch_for(config)
 
-    @property
-    def redis(self) -> aioredis.Redis:
-        """The client of the running event loop."""
-        return self._clients.get()
+    def _runner_now(self) -> AsyncRunner:
+        raise NotImplementedError
+
+    async def _run(self, steps: Steps) -> Any:
+        with backend_errors(self.config):
+            return await arun_steps(self._runner_now(), steps)
 
     async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
-        """Entry bytes, or None and the epoch, in one round trip."""
-        client = self._clients.get()
-        try:
-            reply = await client.execute_command(  # type: ignore[no-untyped-call]  # untyped upstream
-                "MGET", self._entry_prefix + key, self._epoch
-            )
-        except REDIS_ERRORS as exc:
-            raise backend_error(self.config, exc) from exc
-        return self._parse_lookup(reply)
+        """See RedisBackend.lookup."""
+        return cast("tuple[Blob | None, int | None]", await self._run(self.protocol.lookup(key)))
 
     async def store(
         self,
@@ -239,10 +209,11 @@ class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
         dependencies: Iterable[str],
         epoch: int | None,
     ) -> bool:
-        """Store and index atomically unless a dependency was invalidated after ``epoch``."""
-        keys, args = self._store_call(key, value, ttl, dependencies, epoch)
-        with backend_errors(self.config):
-            return bool(await acall_script(self._clients.get(), "store", keys, args))
+        """See RedisBackend.store."""
+        if not self._polled() and self.watch is not None:
+            await asyncio.to_thread(self.watch.wait_polled, _FIRST_POLL_WAIT)
+        steps = self.protocol.store(key, value, ttl, dependencies, epoch, self._may_evict())
+        return bool(await self._run(steps))
 
     async def set(
         self,
@@ -255,64 +226,127 @@ class AsyncRedisCacheBackend(_RedisLayout, LockSteps, AsyncCacheBackend):
         await self.store(key, value, ttl, dependencies or (), None)
 
     async def get(self, key: str) -> Blob | None:
-        """The entry bytes, or None."""
-        with backend_errors(self.config):
-            return cast("Blob | None", await self._clients.get().get(self._cache_key(key)))
+        """See RedisBackend.get."""
+        return (await self.lookup(key))[0]
 
     async def invalidate_dependency(self, dependency: str) -> int:
-        """Delete the entries indexed under ``dependency`` (one round trip)."""
+        """Delete the entries indexed under ``dependency``."""
         return await self.invalidate_dependencies((dependency,))
 
     async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
-        """Invalidate several dependencies in one atomic round trip."""
-        keys, args = self._invalidate_call(dependencies)
-        if len(keys) == 1:
-            return 0
-        with backend_errors(self.config):
-            return int(await acall_script(self._clients.get(), "invalidate", keys, args))
+        """See RedisBackend.invalidate_dependencies."""
+        return int(await self._run(self.protocol.invalidate(dependencies, self.announcer)))
 
     async def delete(self, *keys: str) -> int:
         """Delete entries; return how many existed."""
-        if not keys:
-            return 0
-        with backend_errors(self.config):
-            return int(await self._clients.get().delete(*(self._cache_key(k) for k in keys)))
+        return int(await self._run(self.protocol.delete(keys)))
 
     async def clear(self, pattern: str = "*") -> int:
-        """Delete entries whose key matches ``pattern`` (SCAN, then UNLINK in batches)."""
-        client = self._clients.get()
+        """See RedisBackend.clear."""
         removed = 0
-        batch: list[bytes] = []
+        batch: list[str] = []
         with backend_errors(self.config):
-            async for found in client.scan_iter(match=self._cache_key(pattern), count=1000):
-                batch.append(found)
+            async for found in self._client().scan_iter(match=self._cache_key(pattern), count=1000):
+                batch.append(found.decode()[len(self.protocol.entry_prefix) :])
                 if len(batch) >= _BATCH:
-                    removed += int(await client.unlink(*batch))
+                    removed += await self.delete(*batch)
                     batch.clear()
-            if batch:
-                removed += int(await client.unlink(*batch))
-        return removed
+        return removed + await self.delete(*batch)
 
     async def exists(self, key: str) -> bool:
-        """Whether ``key`` exists."""
-        with backend_errors(self.config):
-            return bool(await self._clients.get().exists(self._cache_key(key)))
+        """Whether ``key`` holds a valid entry."""
+        return (await self.lookup(key))[0] is not None
 
     async def ttl(self, key: str) -> int:
         """Seconds left: -1 without expiry, -2 when missing."""
-        with backend_errors(self.config):
-            return int(await self._clients.get().ttl(self._cache_key(key)))
+        return int(await self._run(self.protocol.ttl(key)))
 
     async def acquire_lock(self, key: str, ttl: float) -> str | None:
-        """See CacheBackend.acquire_lock (``locks.py``)."""
-        with backend_errors(self.config):
-            steps = self._acquire_steps(key, ttl)
-            return cast("str | None", await arun_steps(self._clients.get(), steps))
+        """See CacheBackend.acquire_lock (``protocols/locks.py``)."""
+        return cast("str | None", await self._run(self.protocol._acquire_steps(key, ttl)))
 
     async def release_lock(self, key: str, token: str) -> None:
         """See CacheBackend.release_lock."""
-        with backend_errors(self.config):
-            await arun_steps(self._clients.get(), self._release_steps(key, token))
+        await self._run(self.protocol._release_steps(key, token))
+
+    def _client(self) -> Any:
+        raise NotImplementedError
+
+
+class RedisCacheBackend(RedisBackend):
+    """Synchronous backend on a standalone Redis.
+
+    Args:
+        config: connection settings; a plain ConfigBase means ``RedisConfig()`` defaults with
+            its prefix.
+        redis_client: an existing ``redis.Redis`` to use instead of creating one.
+
+    A lookup (the hit path) is one ``EVALSHA``, sent without the step machinery.
+    """
+
+    def __init__(self, config: Any = None, redis_client: redis.Redis | None = None) -> None:
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
+        self.redis = redis_client if redis_client is not None else create_sync_client(cfg)
+        protocol = StandaloneProtocol(cfg)
+        super().__init__(cfg, protocol, standalone_runner(self.redis))
+        self._lookup = protocol.lookup_command
+        self._lookup_reply = protocol.lookup_reply
+
+    def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """See RedisBackend.lookup: one round trip."""
+        command = self._lookup(key)
+        try:
+            try:
+                reply = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+            except redis.exceptions.NoScriptError:
+                reply = standalone_runner(self.redis)([command])[0]
+        except REDIS_ERRORS as exc:
+            raise backend_error(self.config, exc) from exc
+        return self._lookup_reply(key, reply)
+
+    def _client(self) -> redis.Redis:
+        return self.redis
+
+    def close(self) -> None:
+        """Close the connection pool (and stop watching the server, if no one else does)."""
+        super().close()
+        self.redis.close()
+
+
+class AsyncRedisCacheBackend(AsyncRedisBackend):
+    """Asynchronous backend on a standalone Redis (one client per running event loop)."""
+
+    def __init__(self, config: Any = None) -> None:
+        cfg = RedisConfig.from_config(config if config is not None else RedisConfig())
+        protocol = StandaloneProtocol(cfg)
+        super().__init__(cfg, protocol)
+        self._clients = PerLoop(lambda: create_async_client(cfg))
+        self._lookup = protocol.lookup_command
+        self._lookup_reply = protocol.lookup_reply
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client of the running event loop."""
+        return self._clients.get()
+
+    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
+        """See RedisBackend.lookup: one round trip."""
+        command = self._lookup(key)
+        client: Any = self._clients.get()
+        try:
+            try:
+                reply = await client.execute_command(*command)
+            except redis.exceptions.NoScriptError:
+                reply = (await async_standalone_runner(client)([command]))[0]
+        except REDIS_ERRORS as exc:
+            raise backend_error(self.config, exc) from exc
+        return self._lookup_reply(key, reply)
+
+    def _runner_now(self) -> AsyncRunner:
+        return async_standalone_runner(self._clients.get())
+
+    def _client(self) -> aioredis.Redis:
+        return self._clients.get()
 
     async def close(self) -> None:
         """Close the client of the running loop."""

@@ -2,62 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
-from importlib.resources import files
 from queue import Full, LifoQueue
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from ..config import RedisConfig
 from ..errors import BackendError, ConfigError
 
 __all__ = [
     "REDIS_ERRORS",
-    "acall_script",
     "backend_error",
     "backend_errors",
-    "call_script",
     "create_async_client",
     "create_sync_client",
-    "lua_source",
 ]
-
-
-@cache
-def lua_source(name: str) -> str:
-    """The text of ``lua/<name>.lua`` (read once)."""
-    return files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
-
-
-@cache
-def _sha(name: str) -> str:
-    return hashlib.sha1(lua_source(name).encode("utf-8")).hexdigest()
-
-
-def call_script(client: redis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """Run ``lua/<name>.lua`` by its SHA (loading it with EVAL the first time a server lacks it).
-
-    Cheaper per call than redis-py's Script objects, which matters on the hit path."""
-    try:
-        return client.evalsha(_sha(name), len(keys), *keys, *args)
-    except NoScriptError:
-        return client.eval(lua_source(name), len(keys), *keys, *args)
-
-
-async def acall_script(
-    client: aioredis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]
-) -> Any:
-    """Async :func:`call_script`."""
-    try:
-        return await client.evalsha(_sha(name), len(keys), *keys, *args)
-    except NoScriptError:
-        return await client.eval(lua_source(name), len(keys), *keys, *args)
 
 
 class _ConnectionStack(LifoQueue[Any]):

@@ -261,5 +261,6 @@ def test_indexes_stay_bounded_under_churn(server: RedisServer, profile: Profile)
     assert settled["indexes"] == 0, settled
     assert settled["markers"] == 0, settled
     assert settled["entries"] == 0, settled
-    assert settled["keys"] <= 1, settled  # the epoch counter
+    # the epoch, the floor and the record of the masters' identities (backends/watch.py)
+    assert settled["keys"] <= 3, settled
     manager.close()

@@ -30,7 +30,8 @@ import pytest
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
 from depcache.backends.cluster import RedisClusterCacheBackend
-from depcache.backends.steps import Steps
+from depcache.backends.protocols import ClusterProtocol
+from depcache.backends.runners import Steps
 
 pytestmark = pytest.mark.redis
 
@@ -97,7 +98,7 @@ def test_inner_l1_hit_cannot_make_an_outer_entry_stale(redis_url: str, rel_prefi
     writer.close()
 
 
-class _PausingClusterBackend(RedisClusterCacheBackend):
+class _PausingProtocol(ClusterProtocol):
     """Pauses an invalidation after its detach (step 2), before it deletes entries (step 3)."""
 
     def __init__(self, config: Any) -> None:
@@ -105,8 +106,8 @@ class _PausingClusterBackend(RedisClusterCacheBackend):
         self.paused = threading.Event()
         self.resume = threading.Event()
 
-    def _invalidate_steps(self, dependencies: Iterable[str]) -> Steps:
-        steps = super()._invalidate_steps(dependencies)
+    def invalidate(self, dependencies: Iterable[str], announcer: Any) -> Steps:
+        steps = super().invalidate(dependencies, announcer)
         reply: list[Any] = []
         sent = 0
         try:
@@ -121,6 +122,12 @@ class _PausingClusterBackend(RedisClusterCacheBackend):
                 reply = yield batch
         except StopIteration as stop:
             return stop.value
+
+
+class _PausingClusterBackend(RedisClusterCacheBackend):
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.protocol = self.pausing = _PausingProtocol(config)
 
 
 def test_outer_call_during_a_cluster_invalidation_is_not_stored_stale(
@@ -138,9 +145,9 @@ def test_outer_call_during_a_cluster_invalidation_is_not_stored_stale(
     db["row"] = 2
     invalidation = threading.Thread(target=writer.invalidate_dependency, args=("row",))
     invalidation.start()
-    assert pausing.paused.wait(10)  # epoch taken, index detached, entries not deleted yet
+    assert pausing.pausing.paused.wait(10)  # epoch taken, index detached, entries not deleted yet
     first = page()  # overlaps the invalidation: the old row is allowed here
-    pausing.resume.set()
+    pausing.pausing.resume.set()
     invalidation.join(10)
     assert not invalidation.is_alive()
     assert first in {("page", 1), ("page", 2)}

@@ -1,15 +1,13 @@
--- Redis Cluster invalidation, step 1 of 4: take a new epoch and record it as in flight until
--- step 4, so that a miss reading the epoch meanwhile (epoch_read.lua) gets one below it: its
--- computation may still see entries this invalidation has not deleted yet, and the markers of
--- step 2 then refuse its store. Epoch and in-flight set share a slot ({P:epoch} tag).
+-- Redis Cluster invalidation, step 1 of 3: take a new epoch and record it as in flight until
+-- step 3, so that a miss reading the epoch meanwhile (epoch_read.lua) gets one below it: its
+-- computation may still see (nested) entries whose markers this invalidation has not raised
+-- yet, and the markers of step 2 then void its result. Epoch and in-flight set share a slot
+-- ({P:epoch} tag).
 -- KEYS[1] epoch, KEYS[2] in-flight epochs (zset: score epoch, member "epoch:started ms")
 -- ARGV[1] how long an unfinished invalidation (a crashed invalidator) stays in flight, ms
 -- Returns {epoch, member}.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  -- a new prefix, or a server restarted empty: start above any epoch read before the restart
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
-end
+-- include: _epoch.lua
+current_epoch(KEYS[1])
 local epoch = redis.call('INCR', KEYS[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

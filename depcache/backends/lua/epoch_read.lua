@@ -1,12 +1,20 @@
 -- Redis Cluster miss: the epoch a computation starts from, below every invalidation still in
 -- flight (see epoch_begin.lua). In-flight records older than their lifetime (an invalidator
--- that died between steps 1 and 4) are dropped.
--- KEYS[1] epoch, KEYS[2] in-flight epochs, ARGV[1] in-flight lifetime in milliseconds
--- Returns {epoch (0 when none was ever taken), 1 when it is held below an invalidation in
--- flight (calls must not share a computation on it), else 0}.
-local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- that died between its steps) are dropped. A missing epoch starts from the server's clock; a
+-- missing floor is set to the epoch (every older entry is void: see lookup.lua).
+-- KEYS[1] epoch, KEYS[2] in-flight epochs, KEYS[3] floor, KEYS[4] record of the masters
+-- ARGV[1] in-flight lifetime in milliseconds
+-- Returns {epoch to compute from, 1 when it is held below an invalidation in flight (calls must
+-- not share a computation on it) else 0, the current epoch}.
+-- include: _epoch.lua
+local current = current_epoch(KEYS[1])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[3], string.format('%d', current))
+  redis.call('SET', KEYS[4], '?')
+end
+local epoch = current
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  return {epoch, 0}
+  return {epoch, 0, epoch}
 end
 local held = 0
 local t = redis.call('TIME')
@@ -23,4 +31,4 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     held = 1
   end
 end
-return {epoch, held}
+return {epoch, held, current}

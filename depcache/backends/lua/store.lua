@@ -1,85 +1,87 @@
--- Store one entry and index it under its dependencies, atomically.
--- KEYS[1]                 the entry
--- KEYS[2i], KEYS[2i+1]    index (zset) and invalidation marker of dependency i (same slot)
--- ARGV[1]                 entry bytes
--- ARGV[2]                 ttl in milliseconds, "0" for none
--- ARGV[3]                 epoch read before computing, "" to store unconditionally
--- Returns 1 when stored, 0 when refused because a dependency was invalidated after ARGV[3].
--- Every redis.call costs the server about a microsecond on top of the command itself, so the
--- common path makes few: one MGET for all markers, then three or four calls per dependency.
-local ndeps = (#KEYS - 1) / 2
-if ARGV[3] ~= '' and ndeps > 0 then
-  local epoch = tonumber(ARGV[3])
-  for first = 1, ndeps, 500 do
-    local marks = {}
-    for i = first, math.min(first + 499, ndeps) do
-      marks[#marks + 1] = KEYS[2 * i + 1]
-    end
-    for _, mark in ipairs(redis.call('MGET', unpack(marks))) do
-      if mark and tonumber(mark) > epoch then
-        return 0
-      end
-    end
+-- Store one entry and index it under its dependencies, atomically, unless one of them was
+-- invalidated after the computation started (the stale-set guard).
+-- KEYS[1] the entry, KEYS[2] the epoch, KEYS[3] the floor, KEYS[4] the record of the masters'
+-- identities (see lookup.lua), KEYS[4 + i] index of dependency i
+-- ARGV[1] the entry: kind byte, then the epoch S it was computed from and the rest (see
+--         lookup.lua); with ARGV[3] = '' it has no S and is stored at the current epoch
+-- ARGV[2] ttl in milliseconds, '0' for none
+-- ARGV[3] S, or '' to store unconditionally
+-- ARGV[4] '1' when this server may evict keys, so that a missing marker may have been lost
+-- ARGV[5] how long a marker outlives its entries, in milliseconds (the guard window)
+-- Returns 1 when stored, 0 when refused.
+-- include: _index.lua
+-- include: _epoch.lua
+local n = #KEYS - 4
+local s = tonumber(ARGV[3])
+local value = ARGV[1]
+local missing = {}
+
+for i = 1, n do
+  local mark = redis.call('ZSCORE', KEYS[4 + i], '')
+  if not mark then
+    missing[#missing + 1] = i
+  elseif s and -tonumber(mark) > s then
+    return 0 -- invalidated after the computation started
   end
 end
+local current = nil
+if not s then
+  current = current_epoch(KEYS[2])
+  s = current
+  value = string.sub(value, 1, 1) .. string.format('%d', s) .. string.sub(value, 2)
+end
+-- a missing marker: a new dependency, or one whose marker expired (then its invalidation is
+-- older than the guard window, which no stored computation may span), or was evicted. An
+-- evicted marker may have recorded an invalidation after S, which only the epoch can rule
+-- out: the marker then restarts at the current epoch, and the entry is stored only if nothing
+-- at all was invalidated since S
+local start = s
+if #missing > 0 and ARGV[4] == '1' then
+  current = current or current_epoch(KEYS[2])
+  start = current
+end
+local floor = redis.call('GET', KEYS[3])
+if not floor then
+  current = current or current_epoch(KEYS[2])
+  redis.call('SET', KEYS[3], string.format('%d', current))
+  redis.call('SET', KEYS[4], '?')
+  floor = current
+end
+if start > s or s < tonumber(floor) then
+  for _, i in ipairs(missing) do
+    redis.call('ZADD', KEYS[4 + i], -start, '')
+    redis.call('PEXPIRE', KEYS[4 + i], ARGV[5])
+  end
+  return 0
+end
+
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  redis.call('SET', KEYS[1], value, 'PX', ttl)
 else
-  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[1], value)
 end
-if ndeps == 0 then
+if n == 0 then
   return 1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local spin = tonumber(t[2])  -- the microseconds: which indexes this store also sweeps
+local now, micros = clock_ms()
 local score = '+inf'
 if ttl > 0 then
   score = now + ttl
 end
-for i = 1, ndeps do
-  local index = KEYS[2 * i]
-  -- members whose entries have expired are dropped, so an index cannot grow without bound
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  -- -2: no index (yet, or all its members just expired), -1: no expiry (it holds a member
-  -- without ttl), else when it expires (ms)
-  local expires = redis.call('PEXPIRETIME', index)
-  redis.call('ZADD', index, score, KEYS[1])
-  -- the index lives exactly as long as its longest-lived member
-  if score == '+inf' then
-    if expires >= 0 then
-      redis.call('PERSIST', index)
+local is_missing = {}
+for _, i in ipairs(missing) do
+  is_missing[i] = true
+end
+for i = 1, n do
+  local index = KEYS[4 + i]
+  if is_missing[i] then
+    redis.call('ZADD', index, score, KEYS[1], -s, '')
+    if score ~= '+inf' then
+      redis.call('PEXPIREAT', index, score)
     end
-  elseif expires == -2 or (expires >= 0 and expires < score) then
-    redis.call('PEXPIREAT', index, score)
-  end
-  -- entries deleted or evicted leave their names behind: about one store in four checks four
-  -- members of a large index, from a random rank, so dead names cannot pile up (by rank: on a
-  -- large index ZRANGE costs the server a tenth of ZRANDMEMBER)
-  local size = 0
-  if (spin + i) % 4 == 0 then
-    size = redis.call('ZCARD', index)
-  end
-  if size > 32 then
-    local pruned = false
-    local from = math.floor(spin / 4) % (size - 3)
-    local members = redis.call('ZRANGE', index, from, from + 3)
-    if redis.call('EXISTS', unpack(members)) < #members then  -- some are dead: which?
-      for _, member in ipairs(members) do
-        if redis.call('EXISTS', member) == 0 then
-          pruned = redis.call('ZREM', index, member) == 1 or pruned
-        end
-      end
-    end
-    if pruned then  -- the longest-lived member may be gone: recompute (rare)
-      local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-      if last[2] == 'inf' then
-        redis.call('PERSIST', index)
-      else
-        redis.call('PEXPIREAT', index, last[2])
-      end
-    end
+  else
+    index_entry(index, KEYS[1], score, now, (micros + i) % 4 == 0, micros + i)
   end
 end
 return 1

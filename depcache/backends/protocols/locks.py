@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import BackendMixin
-from .steps import Steps, eval_command
+from ..base import BackendMixin
+from ..runners import Steps, script
 
 __all__ = ["LockSteps"]
 
@@ -35,7 +35,7 @@ class LockSteps(BackendMixin):
         (taken,) = yield [("SET", lock, token, "NX", "PX", ttl_ms)]
         if taken:
             return token
-        (waiting,) = yield [eval_command("lock_wait", (lock, count, wake), ttl_ms)]
+        (waiting,) = yield [script("lock_wait", (lock, count, wake), ttl_ms)]
         if int(waiting):
             wait = ttl
             timeout = getattr(self.config, "socket_timeout", None)
@@ -45,5 +45,5 @@ class LockSteps(BackendMixin):
         return None
 
     def _release_steps(self, key: str, token: str) -> Steps:
-        (woken,) = yield [eval_command("lock_release", self._lock_keys(key), token)]
+        (woken,) = yield [script("lock_release", self._lock_keys(key), token)]
         return int(woken)

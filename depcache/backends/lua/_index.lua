@@ -1,0 +1,41 @@
+-- Shared by the scripts that index an entry (included where a script says so): add an entry to
+-- an index that already holds its marker, and keep the index's life and size in check.
+-- index: the key, entry: the member, score: its expiry in ms or '+inf', now: ms,
+-- sweep: whether this call also drops members that expired, salt: a number that varies between
+-- calls (which members it checks for entries deleted or evicted otherwise), or nil on a cluster,
+-- where a script may not read the entries (other slots)
+local function index_entry(index, entry, score, now, sweep, salt)
+  redis.call('ZADD', index, score, entry)
+  -- the index (and the marker in it) lives as long as its longest-lived member
+  if score == '+inf' then
+    redis.call('PERSIST', index)
+  else
+    redis.call('PEXPIREAT', index, score, 'GT')
+  end
+  if not sweep then
+    return
+  end
+  -- members whose entries expired, or were deleted or evicted, leave their names behind: about
+  -- one store in four sweeps the index, so that it cannot grow without bound
+  redis.call('ZREMRANGEBYSCORE', index, '(0', now)
+  if not salt then
+    return
+  end
+  local size = redis.call('ZCARD', index)
+  if size > 32 then
+    local from = 1 + salt % (size - 4)
+    local members = redis.call('ZRANGE', index, from, from + 3)
+    if redis.call('EXISTS', unpack(members)) < #members then
+      for _, member in ipairs(members) do
+        if redis.call('EXISTS', member) == 0 then
+          redis.call('ZREM', index, member)
+        end
+      end
+    end
+  end
+end
+
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[2])
+end

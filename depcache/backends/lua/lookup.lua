@@ -1,0 +1,76 @@
+-- Look an entry up, and serve it only if it is still valid: nothing it depends on may have been
+-- invalidated after it was computed, or lost (evicted, or gone with a node that lost its data).
+-- KEYS[1] the entry, KEYS[2] the epoch, KEYS[3] the floor (entries computed before it are void),
+-- KEYS[4] the record of the masters' identities (see backends/watch.py)
+-- ARGV[1] the manager's namespace (its prefix: its dependencies in the entry's header)
+-- ARGV[2], ARGV[3] the index key of a dependency d is ARGV[2] .. d .. ARGV[3]
+-- Returns the entry (a hit), or the epoch a computation starts from (an integer: a miss), or
+-- {epoch, 'unreadable'} when the key holds something that is not an entry.
+-- include: _epoch.lua
+--
+-- An entry is: a kind byte, the epoch S its computation started from, the header (JSON:
+-- {namespace: [dependency, ...]}), a newline, the payload. Each index holds, besides the
+-- entries, the marker of its dependency: member '' scored -(epoch of its last invalidation).
+-- The entry is valid when S >= the floor and every dependency of its namespace has a marker
+-- <= S. A marker that is missing may have been evicted, so it voids the entry: eviction of
+-- any key can cost entries, never serve a stale one.
+-- valid(v) is true, or false and 'unreadable' when v is not an entry at all
+local function valid(v)
+  if type(v) ~= 'string' then
+    return false, 'unreadable' -- another type of key (GET's error)
+  end
+  local brace = string.find(v, '{', 2, true)
+  local nl = brace and string.find(v, '\n', brace, true)
+  local s = brace and tonumber(string.sub(v, 2, brace - 1))
+  if not nl or not s then
+    return false, 'unreadable'
+  end
+  local floor = redis.call('GET', KEYS[3])
+  if not floor or s < tonumber(floor) then
+    return false
+  end
+  if nl == brace + 2 then
+    return true -- '{}': no dependencies
+  end
+  local ok, head = pcall(cjson.decode, string.sub(v, brace, nl - 1))
+  if not ok or type(head) ~= 'table' then
+    return false, 'unreadable'
+  end
+  local deps = head[ARGV[1]]
+  if deps == nil then
+    return true
+  end
+  if type(deps) ~= 'table' then
+    return false, 'unreadable'
+  end
+  for _, dep in ipairs(deps) do
+    if type(dep) ~= 'string' then
+      return false, 'unreadable'
+    end
+    local mark = redis.call('ZSCORE', ARGV[2] .. dep .. ARGV[3], '')
+    if not mark or -tonumber(mark) > s then
+      return false
+    end
+  end
+  return true
+end
+
+local v = redis.pcall('GET', KEYS[1])
+local ok, why = false, nil
+if v then
+  ok, why = valid(v)
+  if ok then
+    return v
+  end
+end
+local epoch = current_epoch(KEYS[2])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- no floor: a new prefix, or the floor was lost, and with it which entries are void: void
+  -- them all. The identities recorded before no longer matter ('?': none yet).
+  redis.call('SET', KEYS[3], string.format('%d', epoch))
+  redis.call('SET', KEYS[4], '?')
+end
+if why then
+  return {epoch, why}
+end
+return epoch

@@ -1,0 +1,156 @@
+"""Running the storage protocols: one round trip per batch of commands, sync or async.
+
+A protocol is a generator that yields batches of commands and receives their replies
+(:data:`Steps`). A *runner* executes one batch: :func:`run_steps` and :func:`arun_steps` drive a
+protocol with a runner until it returns. Runners for standalone clients send a batch of one
+command directly (the common case, and the cheapest) and longer batches as a pipeline; the
+cluster runners are in ``cluster_runner.py``.
+
+Scripts are sent as ``EVALSHA`` (:func:`script`); a server that does not have the script yet
+answers ``NOSCRIPT`` and the runner sends it again as ``EVAL`` with its source. In a pipeline,
+where a command cannot be retried alone, scripts go by source from the start.
+
+Replies are those of redis-py's ``execute_command`` or raw RESP (the cluster fast path); the
+protocols read them with tolerant helpers (:func:`as_int`, :func:`as_float`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = [
+    "AsyncRunner",
+    "Command",
+    "Runner",
+    "Steps",
+    "arun_steps",
+    "as_float",
+    "as_int",
+    "async_standalone_runner",
+    "by_source",
+    "lua_source",
+    "run_one",
+    "run_steps",
+    "script",
+    "standalone_runner",
+]
+
+Command = tuple[Any, ...]
+Steps = Generator[list[Command], list[Any], Any]
+Runner = Callable[[list[Command]], list[Any]]
+AsyncRunner = Callable[[list[Command]], Awaitable[list[Any]]]
+
+
+@cache
+def lua_source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` (read once), with the files it includes (a line
+    ``-- include: _shared.lua``) in place: Redis scripts cannot load code."""
+    text = files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(_INCLUDE):
+            lines.append(lua_source(line[len(_INCLUDE) :].strip().removesuffix(".lua")))
+        else:
+            lines.append(line)
+    return "".join(lines)
+
+
+_INCLUDE = "-- include: "
+
+
+@cache
+def _sha(name: str) -> str:
+    sha = hashlib.sha1(lua_source(name).encode("utf-8")).hexdigest()
+    _SOURCES[sha] = lua_source(name)
+    return sha
+
+
+_SOURCES: dict[str, str] = {}
+
+
+def script(name: str, keys: Sequence[str], *args: Any) -> Command:
+    """``EVALSHA`` of ``lua/<name>.lua`` with ``keys`` and ``args``."""
+    return ("EVALSHA", _sha(name), len(keys), *keys, *args)
+
+
+def by_source(command: Command) -> Command:
+    """``command``, with an ``EVALSHA`` of ours turned into an ``EVAL`` of the source."""
+    if command[0] == "EVALSHA":
+        return ("EVAL", _SOURCES[command[1]], *command[2:])
+    return command
+
+
+def as_int(reply: Any) -> int:
+    """An integer reply, whichever client read it."""
+    return int(reply)
+
+
+def as_float(reply: Any) -> float:
+    """A score (``ZSCORE``): bytes from a raw reply, a float from redis-py's callback."""
+    return float(reply)
+
+
+def run_steps(run: Runner, steps: Steps) -> Any:
+    """Drive ``steps`` to its return value, each batch through ``run``."""
+    try:
+        batch = next(steps)
+        while True:
+            batch = steps.send(run(batch))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def arun_steps(run: AsyncRunner, steps: Steps) -> Any:
+    """Drive ``steps`` to its return value, each batch awaited through ``run``."""
+    try:
+        batch = next(steps)
+        while True:
+            batch = steps.send(await run(batch))
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_one(client: Any, command: Command) -> Any:
+    """Run one command on a blocking client (standalone or cluster), scripts by SHA first."""
+    try:
+        return client.execute_command(*command)
+    except NoScriptError:
+        return client.execute_command(*by_source(command))
+
+
+def standalone_runner(client: Any) -> Runner:
+    """The runner of a ``redis.Redis`` client."""
+
+    def run(batch: list[Command]) -> list[Any]:
+        if len(batch) == 1:
+            return [run_one(client, batch[0])]
+        pipe = client.pipeline(transaction=False)
+        for command in batch:
+            pipe.execute_command(*by_source(command))
+        return list(pipe.execute())
+
+    return run
+
+
+def async_standalone_runner(client: Any) -> AsyncRunner:
+    """The runner of a ``redis.asyncio.Redis`` client."""
+
+    async def run(batch: list[Command]) -> list[Any]:
+        if len(batch) == 1:
+            command = batch[0]
+            try:
+                return [await client.execute_command(*command)]
+            except NoScriptError:
+                return [await client.execute_command(*by_source(command))]
+        pipe = client.pipeline(transaction=False)
+        for command in batch:
+            pipe.execute_command(*by_source(command))
+        return list(await pipe.execute())
+
+    return run
