@@ -1,0 +1,208 @@
+"""``depcache cdc`` under faults: SIGKILL mid-stream, the bus cut off, a slot that does not
+exist yet, a Redis broker; nothing committed is ever lost."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from depcache.db import column_dependency
+from depcache_celery import install
+from tests.cdc_fixtures import (
+    CdcPipeline,
+    PgDatabase,
+    start_cdc,
+    wait_streaming,
+)
+from tests.celery_fixtures import Names, embedded_worker, make_app, wait_for
+from tests.servers import free_port
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.redis
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time, psycopg
+    dsn, transactions, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    with psycopg.connect(dsn) as conn:
+        for t in range(transactions):
+            first = t * rows + 1
+            conn.execute(
+                "INSERT INTO items SELECT i, 'v' || i FROM generate_series(%s::int, %s::int) i",
+                [first, first + rows - 1],
+            )
+            conn.commit()
+            time.sleep(0.02)
+    """
+)
+
+
+def item_dep(i: int) -> str:
+    dep = column_dependency("items", "id", i)
+    assert dep is not None
+    return dep
+
+
+def fill_items(pipeline: CdcPipeline, count: int) -> None:
+    for manager in pipeline.managers:
+        for i in range(1, count + 1):
+            manager.set(f"item{i}", i, dependencies={item_dep(i)})
+
+
+def cached_items(pipeline: CdcPipeline, count: int) -> list[int]:
+    return [i for i in range(1, count + 1) if any(m.exists(f"item{i}") for m in pipeline.managers)]
+
+
+def start_writer(dsn: str, transactions: int, rows: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, dsn, str(transactions), str(rows)])
+
+
+def test_sigkill_mid_stream_loses_nothing(cdc_pipeline: CdcPipeline) -> None:
+    pipeline = cdc_pipeline
+    pipeline.db.execute("CREATE TABLE items (id int PRIMARY KEY, label text)")
+    transactions, rows = 60, 25
+    total = transactions * rows
+    fill_items(pipeline, total)
+    writer = start_writer(pipeline.db.dsn, transactions, rows)
+    try:
+        time.sleep(0.5)  # some transactions streamed, more to come
+        pipeline.cdc.kill()
+        time.sleep(0.5)  # more commits while no CDC runs
+        pipeline.cdc.start()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    pipeline.barrier(timeout=60)
+    assert cached_items(pipeline, total) == []
+    assert pipeline.cdc.output().count("streaming from") == 2  # it started again from the slot
+
+
+def test_bus_cut_off_then_back_loses_nothing(
+    cdc_pipeline: CdcPipeline, tmp_path: Path, rabbitmq_url: str
+) -> None:
+    """The CDC's broker connection is cut and refused for 4 s while rows are committed: it
+    retries with backoff, the slot is not confirmed past them meanwhile, and once the broker
+    answers again everything is invalidated."""
+    pipeline = cdc_pipeline
+    pipeline.cdc.stop()
+    pipeline.db.execute("CREATE TABLE items (id int PRIMARY KEY, label text)")
+    with TcpProxy(("127.0.0.1", 5672)) as proxy:
+        proxied = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+        process, _ = start_cdc(
+            pipeline.db, proxied, pipeline.names, tmp_path / "proxied.log", slot=pipeline.slot
+        )
+        pipeline.cdc = process
+        try:
+            wait_streaming(pipeline.db, pipeline.slot, process)
+            pipeline.barrier()
+            fill_items(pipeline, 200)
+            proxy.cut(refuse_for=4.0)
+            pipeline.db.execute("INSERT INTO items SELECT i, 'x' FROM generate_series(1, 200) i")
+            with pipeline.db.connect() as conn:
+                row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            time.sleep(2.0)
+            # nothing went through, nothing was confirmed past the rows
+            assert len(cached_items(pipeline, 200)) == 200
+            with pipeline.db.connect() as conn:
+                confirmed_past = conn.execute(
+                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    [row[0], pipeline.slot],
+                ).fetchone()
+            assert confirmed_past == (False,)
+            pipeline.barrier(timeout=60)
+            assert cached_items(pipeline, 200) == []
+            output = process.output()
+            assert "the bus is not taking events" in output
+            assert "the bus takes events again" in output
+            assert "guest:guest" not in output
+        finally:
+            process.stop()
+
+
+def test_missing_slot_without_create_waits_and_retries(
+    pg_database: PgDatabase, rabbitmq_broker: str, names: Names, tmp_path: Path
+) -> None:
+    """``--no-create`` and no slot: the process says so and keeps trying (never crashes);
+    once an operator creates the slot and publication, it streams."""
+    process, slot = start_cdc(
+        pg_database, rabbitmq_broker, names, tmp_path / "c.log", "--no-create"
+    )
+    try:
+        wait_for(lambda: "does not exist" in process.output(), what="the missing slot's message")
+        assert process.running()
+        with pg_database.connect() as conn:
+            conn.execute(f"CREATE PUBLICATION p_{pg_database.uid} FOR ALL TABLES")  # type: ignore[arg-type]
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [slot])
+        wait_streaming(pg_database, slot, process)
+    finally:
+        assert process.stop() == 0
+
+
+def test_redis_broker_and_metrics(
+    pg_database: PgDatabase,
+    redis_broker_url: str,
+    names: Names,
+    two_managers: tuple[object, object],
+    tmp_path: Path,
+) -> None:
+    """On a Redis broker too (a publish is confirmed by its reply); the Prometheus metrics count
+    what went through."""
+    pytest.importorskip("prometheus_client")
+    port = free_port()
+    app = make_app(redis_broker_url, names)
+    install(app)
+    pg_database.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    managers = two_managers
+    for manager in managers:
+        manager.set("item1", 1, dependencies={item_dep(1)})  # type: ignore[attr-defined]
+    process, slot = start_cdc(
+        pg_database, redis_broker_url, names, tmp_path / "c.log", "--metrics-port", str(port)
+    )
+    try:
+        with embedded_worker(app):
+            wait_streaming(pg_database, slot, process)
+            pg_database.execute("INSERT INTO items VALUES (1)")
+            wait_for(
+                lambda: not any(m.exists("item1") for m in managers),  # type: ignore[attr-defined]
+                what=f"the invalidation\n{process.output()}",
+            )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        values = dict(re.findall(r"^(depcache_cdc_\w+) (\S+)$", metrics, flags=re.MULTILINE))
+        assert float(values["depcache_cdc_changes_total"]) >= 1
+        assert float(values["depcache_cdc_events_published_total"]) >= 1
+        assert float(values["depcache_cdc_bus_up"]) == 1
+    finally:
+        assert process.stop() == 0
+
+
+def test_an_unreachable_database_is_retried(
+    rabbitmq_broker: str, names: Names, tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    """A database that does not answer: logged (without the password), retried, never a crash."""
+    port = free_port()
+    db = PgDatabase(
+        pg_database.server, "nope", f"postgresql://app:s3cret@127.0.0.1:{port}/nope", "x"
+    )
+    process, _ = start_cdc(db, rabbitmq_broker, names, tmp_path / "c.log")
+    try:
+        wait_for(lambda: "starting again" in process.output(), what="a retry")
+        assert process.running()
+    finally:
+        assert process.stop() == 0
+    output = process.output()
+    assert "s3cret" not in output
+    assert "postgresql://app@127.0.0.1" in output
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(db.dsn, connect_timeout=1)
