@@ -132,7 +132,9 @@ def register(commands: Any) -> None:
         "--broker", help=f"broker URL (default: $CELERY_BROKER_URL or {DEFAULT_BROKER})"
     )
     parser.add_argument("--exchange", help="the topic exchange (default: $DEPCACHE_EXCHANGE)")
-    parser.add_argument("--slot", default=DEFAULT_SLOT, help="replication slot (default: %(default)s)")
+    parser.add_argument(
+        "--slot", default=DEFAULT_SLOT, help="replication slot (default: %(default)s)"
+    )
     parser.add_argument(
         "--publication", default=DEFAULT_PUBLICATION, help="publication (default: %(default)s)"
     )
@@ -159,7 +161,8 @@ def register(commands: Any) -> None:
         "--max-batch-rows",
         type=_positive_int,
         default=5000,
-        help="publish after this many row changes, also inside a transaction (default: %(default)s)",
+        help="publish after this many row changes, also inside a transaction "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--max-batch-delay",
