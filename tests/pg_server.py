@@ -89,7 +89,6 @@ class PostgresServer:
             "port": str(self.port),
             "unix_socket_directories": "",
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             **self.settings,
         }.items():
