@@ -9,11 +9,14 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+import depcache
 from depcache.db import column_dependency
 from depcache_celery import install
 from tests.cdc_fixtures import (
@@ -23,6 +26,7 @@ from tests.cdc_fixtures import (
     wait_streaming,
 )
 from tests.celery_fixtures import Names, embedded_worker, make_app, wait_for
+from tests.pg_server import PostgresServer
 from tests.servers import free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -206,3 +210,102 @@ def test_an_unreachable_database_is_retried(
     assert "postgresql://app@127.0.0.1" in output
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(db.dsn, connect_timeout=1)
+
+
+def test_a_second_process_on_the_slot_waits_as_a_standby(
+    cdc_pipeline: CdcPipeline, tmp_path: Path
+) -> None:
+    """PostgreSQL lets one reader stream a slot: a second ``depcache cdc`` on it retries until
+    the first stops, then takes over."""
+    pipeline = cdc_pipeline
+    second, _ = start_cdc(
+        pipeline.db, pipeline.broker_url, pipeline.names, tmp_path / "b.log", slot=pipeline.slot
+    )
+    try:
+        wait_for(lambda: "is active for PID" in second.output(), what="the second one to wait")
+        assert second.running()
+        first = pipeline.cdc
+        assert first.stop() == 0
+        pipeline.cdc = second
+        pipeline.db.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        fill_items(pipeline, 1)
+        pipeline.db.execute("INSERT INTO items VALUES (1)")
+        pipeline.barrier(timeout=60)
+        assert cached_items(pipeline, 1) == []
+    finally:
+        second.stop()
+
+
+@pytest.fixture
+def sync_standby_server() -> Iterator[PostgresServer]:
+    """A server whose commits wait for a synchronous standby that never connects."""
+    from tests.pg_server import postgres_server  # noqa: PLC0415
+
+    with postgres_server(
+        wal_level="logical",
+        max_replication_slots="10",
+        max_wal_senders="10",
+        synchronous_standby_names="nobody",
+    ) as server:
+        yield server
+
+
+def test_events_wait_until_the_commit_is_visible(
+    sync_standby_server: PostgresServer,
+    rabbitmq_broker: str,
+    names: Names,
+    two_managers: tuple[depcache.CacheManager, depcache.CacheManager],
+    tmp_path: Path,
+) -> None:
+    """With synchronous replication the stream has a transaction long before other sessions
+    see it: the invalidation must wait, or a reader would cache the old row again after it."""
+    server = sync_standby_server
+    uid = uuid.uuid4().hex[:8]
+    db = PgDatabase(server, "postgres", server.dsn(), uid)
+    with db.connect() as conn:
+        conn.execute("SET synchronous_commit = local")  # set-up does not wait for the standby
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        conn.execute(f"CREATE PUBLICATION p_{uid} FOR ALL TABLES")  # type: ignore[arg-type]
+    app = make_app(rabbitmq_broker, names)
+    install(app)
+    for manager in two_managers:
+        manager.set("item1", 1, dependencies={item_dep(1)})
+    process, slot = start_cdc(db, rabbitmq_broker, names, tmp_path / "c.log")
+    writer: subprocess.Popen[bytes] | None = None
+    try:
+        with embedded_worker(app):
+            wait_streaming(db, slot, process)
+            writer = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True)"
+                    ".execute('INSERT INTO items VALUES (1)')",
+                    db.dsn,
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            # the commit is in the WAL (and streamed) but waits for the standby: not visible
+            time.sleep(2.0)
+            with db.connect() as conn:
+                assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+            assert writer.poll() is None
+            assert all(m.exists("item1") for m in two_managers)  # so nothing was invalidated
+            # cancel the wait: the transaction becomes visible, and only now is it invalidated
+            with db.connect() as conn:
+                conn.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE wait_event = 'SyncRep'"
+                )
+            wait_for(
+                lambda: not any(m.exists("item1") for m in two_managers),
+                what=f"the invalidation once visible\n{process.output()}",
+            )
+            with db.connect() as conn:
+                assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    finally:
+        if writer is not None:
+            if writer.poll() is None:
+                writer.kill()
+            writer.wait()
+        process.stop()
