@@ -21,6 +21,7 @@ from depcache.db import column_dependency
 from depcache_celery import install
 from tests.cdc_fixtures import (
     CdcPipeline,
+    CdcProcess,
     PgDatabase,
     start_cdc,
     wait_streaming,
@@ -309,3 +310,77 @@ def test_events_wait_until_the_commit_is_visible(
                 writer.kill()
             writer.wait()
         process.stop()
+
+
+@pytest.fixture
+def small_wal_server() -> Iterator[PostgresServer]:
+    """A server that removes a slot's WAL beyond 1 MB (``max_slot_wal_keep_size``)."""
+    from tests.pg_server import postgres_server  # noqa: PLC0415
+
+    with postgres_server(
+        wal_level="logical",
+        max_replication_slots="10",
+        max_wal_senders="10",
+        max_slot_wal_keep_size="1MB",
+    ) as server:
+        yield server
+
+
+def _lose_the_slot(db: PgDatabase, slot: str) -> None:
+    with db.connect() as conn:
+        for i in range(4):  # a few WAL segments beyond the slot, then a checkpoint removes them
+            conn.execute("INSERT INTO filler VALUES (%s)", [i])
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")
+        row = conn.execute(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [slot]
+        ).fetchone()
+    assert row == ("lost",)
+
+
+def test_a_lost_slot_is_recreated_and_every_table_invalidated(
+    small_wal_server: PostgresServer,
+    rabbitmq_broker: str,
+    names: Names,
+    two_managers: tuple[depcache.CacheManager, depcache.CacheManager],
+    tmp_path: Path,
+) -> None:
+    """While ``depcache cdc`` is down, the server removes the slot's WAL: the changes meanwhile
+    are gone. On restart it creates the slot anew and invalidates every cached read of every
+    published table; ``--on-slot-lost exit`` exits with status 3 instead."""
+    server = small_wal_server
+    db = PgDatabase(server, "postgres", server.dsn(), uuid.uuid4().hex[:8])
+    db.execute("CREATE TABLE items (id int PRIMARY KEY)", "CREATE TABLE filler (id int)")
+    app = make_app(rabbitmq_broker, names)
+    install(app)
+    process, slot = start_cdc(db, rabbitmq_broker, names, tmp_path / "c.log")
+    with embedded_worker(app):
+        wait_streaming(db, slot, process)
+        assert process.stop() == 0
+        entries = {"item1": {item_dep(1), "db:public.items:*"}, "all": {"db:public.items"}}
+        for manager in two_managers:
+            for key, deps in entries.items():
+                manager.set(key, key, dependencies=deps)
+        db.execute("INSERT INTO items VALUES (1)")  # never streamed: its WAL goes
+        _lose_the_slot(db, slot)
+
+        strict = CdcProcess([*process.args, "--on-slot-lost", "exit"], process.env, process.log)
+        strict.start()
+        assert strict.process is not None
+        assert strict.process.wait(timeout=60) == 3
+        assert "is lost" in strict.output()
+
+        process.start()
+        wait_for(
+            lambda: not any(m.exists(k) for m in two_managers for k in entries),
+            what=f"every read of the table invalidated\n{process.output()}",
+        )
+        wait_streaming(db, slot, process)
+        for manager in two_managers:
+            manager.set("item2", 2, dependencies={item_dep(2)})
+        db.execute("INSERT INTO items VALUES (2)")  # streamed by the new slot
+        wait_for(
+            lambda: not any(m.exists("item2") for m in two_managers),
+            what=f"the new slot's changes\n{process.output()}",
+        )
+        assert process.stop() == 0
