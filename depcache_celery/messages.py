@@ -12,6 +12,7 @@ A message is one JSON object, UTF-8 encoded::
 | ``dependencies`` | list of non-empty strings, or null | optional: invalidated as well |
 
 Other fields are ignored (so producers can add some). Anything else is a :class:`BadMessage`.
+A Debezium change event (or tombstone) is accepted as well: see :mod:`depcache_celery.debezium`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import debezium
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "BadMessage", "BusMessage", "parse_message"]
 
@@ -128,6 +131,8 @@ def parse_message(
         raise BadMessage("not JSON this worker can read: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer longer than sys.get_int_max_str_digits()
         raise BadMessage(f"not JSON this worker can read: {exc}") from None
+    if debezium.is_envelope(obj):  # a Debezium change event (see depcache_celery.debezium)
+        return _from_debezium(obj)
     if not isinstance(obj, dict):
         raise BadMessage(f"not a JSON object but {_type_name(obj)}")
 
@@ -142,3 +147,11 @@ def parse_message(
         raise BadMessage(f"field 'id' must be a string, got {_type_name(message_id)}")
     deps = _dependencies(obj.get("dependencies"))
     return BusMessage(event=event, data=data, id=message_id, dependencies=deps)
+
+
+def _from_debezium(obj: object) -> BusMessage:
+    try:
+        change = debezium.parse_envelope(obj)
+    except debezium.EnvelopeError as exc:
+        raise BadMessage(f"Debezium envelope: {exc}") from None
+    return BusMessage(change.event, change.data, change.id, change.dependencies)

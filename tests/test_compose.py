@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import redis
 import yaml
@@ -40,7 +41,8 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 README = (ROOT / "README.md").read_text()
 
 CLUSTER_NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
-OURS = ("worker", "webapp")  # built from this repository's Dockerfile
+OURS = ("worker", "webapp")  # built from this repository's Dockerfile, with the app's settings
+BUILT = (*OURS, "cdc")  # every service built from it
 
 
 def command(service: str) -> list[str]:
@@ -69,6 +71,7 @@ def variables_the_code_reads() -> set[str]:
 
 def test_the_expected_services_exist_and_depend_on_real_ones() -> None:
     expected = {"redis", *CLUSTER_NODES, "redis-cluster-init", "rabbitmq", "worker", "webapp"}
+    expected |= {"postgres", "cdc"}
     assert set(SERVICES) == expected
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
@@ -82,16 +85,16 @@ def test_the_expected_services_exist_and_depend_on_real_ones() -> None:
 
 def test_third_party_images_are_pinned() -> None:
     for name, service in SERVICES.items():
-        if name in OURS:
+        if name in BUILT:
             continue
         image = service["image"]
         repository, _, tag = image.partition(":")
-        assert repository in ("redis", "rabbitmq"), image
+        assert repository in ("redis", "rabbitmq", "postgres"), image
         assert re.match(r"\d", tag), f"{name}: pin the image's version ({image})"
 
 
 def test_our_image_is_built_from_the_dockerfile_with_real_extras() -> None:
-    for name in OURS:
+    for name in BUILT:
         assert SERVICES[name]["build"] == ".", name
     dockerfile = (ROOT / "Dockerfile").read_text()
     for source in re.findall(r"^COPY (\S+)", dockerfile, flags=re.MULTILINE):
@@ -105,11 +108,12 @@ def test_our_image_is_built_from_the_dockerfile_with_real_extras() -> None:
     wanted = " ".join(extras[e] for e in installs[0].split(",")).lower()
     assert "celery" in wanted
     assert "flask" in wanted
+    assert "psycopg" in wanted  # depcache cdc
 
 
 def test_every_variable_is_read_by_the_code_and_documented() -> None:
     read = variables_the_code_reads()
-    for name in OURS:
+    for name in BUILT:
         for variable in environment(name):
             assert variable in read, f"{name}: {variable} is read by no code"
             assert f"`{variable}`" in README, f"{name}: {variable} is not in README.md"
@@ -221,6 +225,55 @@ def test_the_webapp_command_serves_the_example_app() -> None:
     assert f"{port}:{port}" in SERVICES["webapp"]["ports"]
     info = _run_import_check("webapp", "flask", args[2])
     assert {"/users/<int:user_id>", "/users/<int:user_id>/page"} <= set(info["rules"])
+
+
+def test_the_cdc_command_streams_the_postgres_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``depcache cdc`` as the cdc service runs it: its options parse, its DSN names the
+    postgres service's database and user, its broker and exchange are the worker's."""
+    from depcache.cli import _parser  # noqa: PLC0415 - the command's own parser
+    from depcache_celery.cdc.cli import cmd_cdc, config_from_args  # noqa: PLC0415
+
+    args = command("cdc")
+    assert args[:2] == ["depcache", "cdc"]
+    env = environment("cdc")
+    for variable in list(os.environ):
+        if variable.startswith(("DEPCACHE_", "CELERY_")):
+            monkeypatch.delenv(variable)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    parsed = _parser().parse_args(args[1:])
+    assert parsed.run is cmd_cdc
+    config = config_from_args(parsed)
+    dsn = urlsplit(config.dsn)
+    postgres = environment("postgres")
+    assert dsn.hostname == "postgres"
+    assert (dsn.username, dsn.password) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+    )
+    assert dsn.path == f"/{postgres['POSTGRES_DB']}"
+    assert str(dsn.port) in SERVICES["postgres"]["ports"][0]
+    assert config.broker_url == environment("worker")["CELERY_BROKER_URL"]
+    assert config.settings.exchange == environment("worker")["DEPCACHE_EXCHANGE"]
+    assert env["DEPCACHE_QUEUE"] == environment("worker")["DEPCACHE_QUEUE"]
+    port = _option(args, "--metrics-port")
+    assert f"{port}:{port}" in SERVICES["cdc"]["ports"]
+    assert set(SERVICES["cdc"]["depends_on"]) == {"postgres", "rabbitmq"}
+
+
+def test_the_postgres_settings_start_a_server(request: pytest.FixtureRequest) -> None:
+    """The postgres service's ``-c`` settings (logical decoding) start this machine's server."""
+    from tests.pg_server import postgres_server  # noqa: PLC0415
+
+    request.getfixturevalue("logical_postgres")  # PostgreSQL installed, or skip/fail as it does
+    args = command("postgres")
+    assert args[0] == "postgres"
+    settings = dict(args[index + 1].split("=", 1) for index, arg in enumerate(args) if arg == "-c")
+    assert settings["wal_level"] == "logical"
+    with postgres_server(**settings) as server, psycopg.connect(server.dsn()) as conn:
+        assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+        row = conn.execute("SHOW max_slot_wal_keep_size").fetchone()
+        assert row == (settings["max_slot_wal_keep_size"],)
 
 
 # --- the Redis commands, run on this machine's redis-server ---------------------------------------

@@ -7,7 +7,7 @@ A block may be preceded by a marker ``<!-- test: key=value flag ... -->``:
 - ``setup=NAME``: the session starts with the snippet ``SETUPS[NAME]`` of this file;
 - ``needs=a,b``: modules the block needs; the session is skipped while one is not importable
   (e.g. ``depcache_celery.emit`` while it is being written), and runs as soon as it is;
-- ``json=event|invalidation``: the JSON is also fed to the matching ``parse_message``;
+- ``json=event|invalidation|debezium``: the JSON is also fed to the matching ``parse_message``;
 - ``bash``: run the block's commands by the rules of :func:`run_bash_line`;
 - ``skip="reason"``: not run (only what needs a Docker engine or a named external worker).
 
@@ -145,6 +145,9 @@ URL_FIXTURES: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "redis://node-1:7000/0": lambda r: str(r.getfixturevalue("cluster_url")),
     "redis://users-redis:6379/0": lambda r: r.getfixturevalue("standalone_servers")[0].url,
     "redis://pages-redis:6379/0": lambda r: r.getfixturevalue("standalone_servers")[1].url,
+    "postgresql://postgres@localhost:5432/postgres": lambda r: str(
+        r.getfixturevalue("logical_postgres").dsn()
+    ),
 }
 
 
@@ -330,6 +333,10 @@ def test_json_block(block: Block) -> None:
     elif kind == "invalidation":
         parsed = depcache.announce.parse_message(block.code.encode())
         assert parsed.dependencies == value["dependencies"]
+    elif kind == "debezium":  # a Debezium envelope the worker accepts
+        message = depcache_celery.parse_message(block.code)
+        assert message.event.startswith("db."), message.event
+        assert message.dependencies
     else:
         pytest.fail(f"{block.where}: say what the JSON is (json=event|invalidation)")
 
