@@ -1,0 +1,295 @@
+"""SQLAlchemy: every statement of an instrumented engine tracked, every commit invalidating.
+
+::
+
+    import depcache.db.sqlalchemy
+    depcache.db.sqlalchemy.instrument(engine)        # an Engine or an AsyncEngine, once
+
+    @cache_with_deps(ttl=600)
+    def user_page(user_id):                           # no add_dependency anywhere
+        with Session(engine) as s:
+            return render(s.get(User, user_id))
+
+Hooks sit at the DB-API level (``before_cursor_execute``/``after_cursor_execute``), so the ORM,
+Core and ``text()`` share one analyser (:mod:`depcache.db.analyser`). Reads inside a cached call
+add dependencies to it; outside one, a read costs one ContextVar lookup and one template lookup.
+Writes are logged per connection and invalidated after the DB-API ``commit()`` returns
+(the dialect's ``do_commit``, so ORM sessions, ``engine.begin()`` and two-phase commits alike),
+dropped on rollback and on rollback to a savepoint. See :mod:`depcache.db.tracking` for how the
+rows written are named.
+
+Databases: PostgreSQL through psycopg (3) or psycopg2, precisely; SQLite at table level (every
+read depends on its tables, every write invalidates them). Others are refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.util import await_only
+
+from ..context import current_frame
+from .catalog import Catalog, PostgresCatalog, Runner, SqliteCatalog
+from .hooks import CommittedWrites, adeliver, deliver
+from .tracking import ConnectionState, Database, PendingWrite
+
+__all__ = ["database_of", "instrument"]
+
+_STATE = "depcache.db.state"
+_PENDING = "depcache.db.pending"
+_CONTROL = "depcache.db.control"
+_PG_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg_async", "psycopg2cffi"})
+_instrumented: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
+
+
+def _catalog(engine: Engine) -> tuple[Catalog, bool]:
+    dialect = engine.dialect
+    if dialect.name == "postgresql" and dialect.driver in _PG_DRIVERS:
+        return PostgresCatalog(), True
+    if dialect.name == "sqlite":
+        return SqliteCatalog(), False
+    raise ValueError(
+        f"depcache.db.sqlalchemy supports PostgreSQL through psycopg or psycopg2 (precise "
+        f"dependencies) and SQLite (table level); this engine is {dialect.name}+"
+        f"{dialect.driver}. Declare dependencies by hand (add_dependency, invalidate) instead."
+    )
+
+
+def database_of(engine: Any) -> Database | None:
+    """The tracker of an instrumented engine (or AsyncEngine), else None."""
+    return _instrumented.get(getattr(engine, "sync_engine", engine))
+
+
+def instrument(engine: Any, *, precise_writes: bool = True, row_limit: int = 1000) -> Database:
+    """Track reads and writes of ``engine`` (an ``Engine`` or an ``AsyncEngine``).
+
+    ``precise_writes``: name the rows an ``UPDATE``/``DELETE`` writes by reading them first
+    (``SELECT ... FOR UPDATE``, one more round trip per statement); False invalidates the
+    whole table on every write. ``row_limit``: a write of more rows than this invalidates the
+    whole table. Instrumenting an engine twice returns the first tracker.
+
+    Raises:
+        TypeError: ``engine`` is not an Engine or AsyncEngine.
+        ValueError: the database or driver is not supported.
+    """
+    sync_engine = getattr(engine, "sync_engine", engine)
+    if not isinstance(sync_engine, Engine):
+        raise TypeError(f"instrument() needs a SQLAlchemy Engine or AsyncEngine, got {engine!r}")
+    existing = _instrumented.get(sync_engine)
+    if existing is not None:
+        return existing
+    catalog, precise = _catalog(sync_engine)
+    database = Database(
+        sync_engine.url.render_as_string(hide_password=True),
+        catalog,
+        sync_engine.dialect.paramstyle,
+        precise_writes=precise_writes and precise,
+        row_limit=row_limit,
+    )
+    _instrumented[sync_engine] = database
+    is_async = bool(getattr(sync_engine.dialect, "is_async", False))
+    event.listen(sync_engine, "before_cursor_execute", functools.partial(_before, database))
+    event.listen(sync_engine, "after_cursor_execute", functools.partial(_after, database, is_async))
+    event.listen(sync_engine, "handle_error", _failed)
+    _wrap_dialect(sync_engine, database, is_async)
+    return database
+
+
+def _state(info: dict[Any, Any]) -> ConnectionState:
+    state = info.get(_STATE)
+    if state is None:
+        state = info[_STATE] = ConnectionState()
+    return state
+
+
+def _runner(conn: Connection) -> Runner:
+    raw = conn.connection.dbapi_connection
+
+    def run(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        finally:
+            cursor.close()
+
+    return run
+
+
+def _escaped(parameters: Any, context: Any) -> bool:
+    if parameters is None:
+        return False
+    return not (context is not None and getattr(context, "no_parameters", False))
+
+
+def _driver(conn: Connection) -> Any:
+    return conn.connection.driver_connection
+
+
+def _isolation(driver: Any) -> str | None:
+    level = getattr(driver, "isolation_level", None)
+    if level is None or isinstance(level, str):
+        return level.lower() if isinstance(level, str) and level else None
+    return str(getattr(level, "name", level)).lower().replace("_", " ")
+
+
+def _in_transaction(driver: Any) -> bool:
+    info = getattr(driver, "info", None)
+    status = getattr(info, "transaction_status", None)
+    if status is not None:
+        return int(status) != 0
+    return bool(getattr(driver, "in_transaction", True))
+
+
+def _autocommit(driver: Any) -> bool:
+    if getattr(driver, "autocommit", False) is True:
+        return True
+    return getattr(driver, "isolation_level", "") is None and hasattr(driver, "in_transaction")
+
+
+def _before(
+    database: Database,
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    frame = current_frame()
+    escaped = _escaped(parameters, context)
+    template = database.template(statement, escaped)
+    if frame is None and not (
+        template.writes
+        or template.control
+        or template.opaque
+        or template.functions
+        or template.schema_change
+    ):
+        return
+    run = _runner(conn)
+    if frame is not None and template.reads and not template.writes:
+        driver = _driver(conn)
+        database.read(
+            frame,
+            template,
+            statement,
+            escaped,
+            parameters,
+            run,
+            _state(conn.info),
+            isolation=_isolation(driver),
+            in_transaction=_in_transaction(driver),
+        )
+    if template.writes or template.opaque or template.functions or template.schema_change:
+        pending = database.before_write(
+            template, statement, escaped, parameters, executemany, run, frame
+        )
+        if pending.plan.steps or pending.plan.opaque:
+            conn.info[_PENDING] = pending
+    if template.control is not None:
+        conn.info[_CONTROL] = template
+
+
+def _returned(cursor: Any, pending: PendingWrite) -> list[tuple[Any, ...]] | None:
+    """The rows an INSERT ... RETURNING returned, left for SQLAlchemy to read."""
+    if not any(s.mode == "insert" and s.write.returning for s in pending.plan.steps):
+        return None
+    rows = getattr(cursor, "_rows", None)
+    if isinstance(rows, collections.deque):  # SQLAlchemy's asyncio adapter buffered them
+        return [tuple(r) for r in rows]
+    if getattr(cursor, "description", None) is None or getattr(cursor, "name", None):
+        return None  # no rows, or a server-side cursor
+    try:
+        found = [tuple(r) for r in cursor.fetchall()]
+        cursor.scroll(0, mode="absolute")
+    except Exception:
+        return None
+    return found
+
+
+def _after(
+    database: Database,
+    is_async: bool,
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    info = conn.info
+    pending: PendingWrite | None = info.pop(_PENDING, None)
+    control = info.pop(_CONTROL, None)
+    if pending is None and control is None:
+        return
+    state = _state(info)
+    writes: CommittedWrites | None = None
+    if pending is not None:
+        run = _runner(conn)
+        database.after_write(pending, int(cursor.rowcount), _returned(cursor, pending), run, state)
+        if _autocommit(_driver(conn)):
+            writes = database.commit(state)
+    if control is not None:
+        writes = database.control(control, state) or writes
+    if writes is not None:
+        _deliver(writes, is_async)
+
+
+def _failed(context: Any) -> None:
+    conn = context.connection
+    if conn is not None and not conn.closed:
+        try:
+            conn.info.pop(_PENDING, None)
+            conn.info.pop(_CONTROL, None)
+        except Exception:  # the connection is gone: nothing to forget
+            pass
+
+
+def _deliver(writes: CommittedWrites, is_async: bool) -> None:
+    if is_async:
+        await_only(adeliver(writes))
+    else:
+        deliver(writes)
+
+
+def _wrap_dialect(engine: Engine, database: Database, is_async: bool) -> None:
+    """Wrap the dialect's commit and rollback (per engine: each has its own dialect)."""
+    dialect = engine.dialect
+    original_commit = dialect.do_commit
+    original_rollback = dialect.do_rollback
+
+    def info_of(dbapi_connection: Any) -> dict[Any, Any] | None:
+        info = getattr(dbapi_connection, "info", None)
+        return info if isinstance(info, dict) else None
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            original_commit(dbapi_connection)
+        finally:
+            info = info_of(dbapi_connection)
+            state = info.get(_STATE) if info is not None else None
+            if state is not None:
+                # delivered even when the commit raised: it may have committed all the same
+                writes = database.commit(state)
+                if writes is not None:
+                    _deliver(writes, is_async)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            original_rollback(dbapi_connection)
+        finally:
+            info = info_of(dbapi_connection)
+            state = info.get(_STATE) if info is not None else None
+            if state is not None:
+                database.rollback(state)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
