@@ -46,7 +46,9 @@ class TableInfo:
     bases: tuple[TableName, ...] = ()  # a view's relations
     ancestors: tuple[TableName, ...] = ()  # inheritance parents (partitioned tables too)
     descendants: tuple[TableName, ...] = ()  # inheritance children, partitions
-    referencing: tuple[TableName, ...] = ()  # tables whose foreign keys cascade from this one
+    on_delete: tuple[TableName, ...] = ()  # tables whose foreign keys cascade a delete here
+    on_update: tuple[TableName, ...] = ()  # tables whose foreign keys cascade an update here
+    referenced_by: tuple[TableName, ...] = ()  # every table with a foreign key to this one
     triggers: bool = False  # user triggers or rules: writes may change more than they say
 
     @property
@@ -142,8 +144,15 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence,
   (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_array(fn.nspname, fc.relname)), '[]'::jsonb)
      FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.conrelid
      JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-     WHERE f.confrelid = c.oid AND f.contype = 'f'
-       AND (f.confdeltype IN ('c', 'n', 'd') OR f.confupdtype IN ('c', 'n', 'd'))),
+     WHERE f.confrelid = c.oid AND f.contype = 'f' AND f.confdeltype IN ('c', 'n', 'd')),
+  (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_array(fn.nspname, fc.relname)), '[]'::jsonb)
+     FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.conrelid
+     JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+     WHERE f.confrelid = c.oid AND f.contype = 'f' AND f.confupdtype IN ('c', 'n', 'd')),
+  (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_array(fn.nspname, fc.relname)), '[]'::jsonb)
+     FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.conrelid
+     JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+     WHERE f.confrelid = c.oid AND f.contype = 'f'),
   EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal)
     OR EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = c.oid AND w.rulename <> '_RETURN')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -177,7 +186,22 @@ class PostgresCatalog(Catalog):
         rows = run(_PG_TABLE, [regclass])
         if not rows:
             return None
-        (_oid, nsp, rel, kind, persistence, cols, pk, bases, up, down, refs, triggers) = rows[0]
+        (
+            _oid,
+            nsp,
+            rel,
+            kind,
+            persistence,
+            cols,
+            pk,
+            bases,
+            up,
+            down,
+            deleted,
+            updated,
+            every,
+            triggers,
+        ) = rows[0]
         columns: dict[str, str] = {}
         order: list[str] = []
         for column, type_name, deterministic in _json(cols):
@@ -198,7 +222,9 @@ class PostgresCatalog(Catalog):
             bases=_names(_json(bases)),
             ancestors=_names(_json(up)),
             descendants=_names(_json(down)),
-            referencing=_names(_json(refs)),
+            on_delete=_names(_json(deleted)),
+            on_update=_names(_json(updated)),
+            referenced_by=_names(_json(every)),
             triggers=bool(triggers),
         )
 
@@ -251,7 +277,7 @@ class SqliteCatalog(Catalog):
             "AND (f.on_delete IN ('CASCADE', 'SET NULL', 'SET DEFAULT') "
             "OR f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
             [real],
-        )
+        )  # SQLite tables narrow nothing: both kinds of cascade count for every write
         triggers = run(
             "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND lower(tbl_name) = lower(?)",
             [real],
@@ -262,7 +288,9 @@ class SqliteCatalog(Catalog):
             kind="v" if kind == "view" else "r",
             temporary=temp,
             bases=bases,
-            referencing=tuple((DEFAULT_SCHEMA, str(r[0])) for r in refs),
+            on_delete=tuple((DEFAULT_SCHEMA, str(r[0])) for r in refs),
+            on_update=tuple((DEFAULT_SCHEMA, str(r[0])) for r in refs),
+            referenced_by=tuple((DEFAULT_SCHEMA, str(r[0])) for r in refs),
             triggers=bool(triggers),
         )
 

@@ -311,8 +311,12 @@ def _around(info: TableInfo, write: Write, catalog: Catalog, run: Runner) -> set
     """What any write to ``info`` invalidates besides its own rows."""
     deps = {table_dependency(info.name, info.schema)}
     related: list[TableName] = [*info.ancestors, *info.descendants]
-    if write.op in {"update", "delete", "truncate", "unknown"}:
-        related += info.referencing
+    if write.op in {"delete", "truncate", "unknown"}:
+        related += info.on_delete
+    if write.op in {"update", "unknown"}:
+        related += info.on_update
+    if write.op == "truncate" and write.cascade:
+        related += info.referenced_by
     for name in related:
         deps |= unknown_rows_dependencies(name[1], name[0])
     if info.kind == "v":

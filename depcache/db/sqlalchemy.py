@@ -267,7 +267,10 @@ def _wrap_dialect(engine: Engine, database: Database, is_async: bool) -> None:
     original_rollback = dialect.do_rollback
 
     def info_of(dbapi_connection: Any) -> dict[Any, Any] | None:
-        info = getattr(dbapi_connection, "info", None)
+        try:  # a pool's connection (the raw DB-API connection has no such dict)
+            info = dbapi_connection.info
+        except (AttributeError, NotImplementedError):  # the first connect's adapter
+            return None
         return info if isinstance(info, dict) else None
 
     def do_commit(dbapi_connection: Any) -> None:
