@@ -261,3 +261,110 @@ def test_a_released_savepoint_keeps_its_writes(engine: Engine, cached: Cached) -
         s.get(User, 2).name = "kept"  # type: ignore[union-attr]
     cached.check("a released savepoint")
     assert cached("pk_get", 2) == ["kept", 1]
+
+
+async def test_an_async_engine_tracks_reads_and_invalidates_after_commit(
+    pg_dsn: str, pg_schema: str, redis_url: str, prefix: str
+) -> None:
+    from sqlalchemy import select  # noqa: PLC0415
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine  # noqa: PLC0415
+
+    options = {"options": f"-csearch_path={pg_schema}"}
+    sync_engine = create_engine(sa_url(pg_dsn), connect_args=options)
+    seed(sync_engine)
+    sync_engine.dispose()
+    engine = create_async_engine(sa_url(pg_dsn), connect_args=options)
+    dsa.instrument(engine)
+    get_or_create_cache_manager(prefix, config=RedisConfig(url=redis_url, prefix=prefix))
+    calls: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    async def name_of(uid: int) -> str | None:
+        async with AsyncSession(engine) as s:
+            user = await s.get(User, uid)
+            return None if user is None else user.name
+
+    async def org_names(org: int) -> list[str]:
+        async with AsyncSession(engine) as s:
+            return sorted(await s.scalars(select(User.name).where(User.org == org)))
+
+    @cache_with_deps(name=prefix)
+    async def cached_name(uid: int) -> str | None:
+        calls[("name", uid)] += 1
+        return await name_of(uid)
+
+    @cache_with_deps(name=prefix)
+    async def cached_org(org: int) -> list[str]:
+        calls[("org", org)] += 1
+        return await org_names(org)
+
+    async def check(after: str) -> None:
+        for uid in (1, 2, 3, 4):
+            assert await cached_name(uid) == await name_of(uid), f"name_of({uid}) after {after}"
+        for org in (1, 2):
+            assert await cached_org(org) == await org_names(org), f"org({org}) after {after}"
+
+    try:
+        await check("seeding")
+        before = calls.copy()
+        async with AsyncSession(engine) as s, s.begin():
+            (await s.get(User, 1)).name = "async ada"  # type: ignore[union-attr]
+        await check("an ORM update")
+        assert calls[("name", 2)] == before[("name", 2)]  # another row: still cached
+        assert calls[("name", 1)] == before[("name", 1)] + 1
+        async with AsyncSession(engine) as s, s.begin():
+            await s.execute(update(User).where(User.org == 1).values(org=2))
+            s.add(User(id=4, name="dee", org=1, score=0.0))
+        await check("a bulk update and an insert")
+        before = calls.copy()
+        async with AsyncSession(engine) as s:
+            await s.begin()
+            (await s.get(User, 3)).name = "never"  # type: ignore[union-attr]
+            await s.flush()
+            await s.rollback()
+        await check("a rollback")
+        assert calls == before
+    finally:
+        await engine.dispose()
+
+
+def test_sqlite_is_tracked_at_table_level(tmp_path: Path, redis_url: str, prefix: str) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    seed(engine)
+    database = dsa.instrument(engine)
+    assert not database.precise_writes
+    get_or_create_cache_manager(prefix, config=RedisConfig(url=redis_url, prefix=prefix))
+    cached = Cached(engine, prefix)
+    try:
+        cached.check("seeding")
+        before = cached.calls.copy()
+        _orm_rename(engine, 1, "sqlite ada")
+        cached.check("an ORM update")
+        assert cached.calls[("pk_get", 2)] == before[("pk_get", 2)] + 1  # the table, not the row
+        with engine.begin() as conn:
+            conn.execute(text("delete from users where id = 3"))
+            conn.execute(text("insert into users (id, name, org, score) values (7, 'gus', 2, 1)"))
+        cached.check("raw SQL")
+        with Session(engine) as s:
+            s.begin()
+            s.get(User, 2).name = "never"  # type: ignore[union-attr]
+            s.flush()
+            s.rollback()
+        cached.check("a rollback")
+    finally:
+        engine.dispose()
+
+
+def test_other_databases_are_refused_clearly() -> None:
+    class FakeDBAPI:
+        paramstyle = "format"
+        Error = Exception
+
+        @staticmethod
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("never connects")
+
+    engine = create_engine("mysql+mysqldb://u@localhost/db", module=FakeDBAPI)
+    with pytest.raises(ValueError, match=r"mysql\+mysqldb.*add_dependency"):
+        dsa.instrument(engine)
+    with pytest.raises(TypeError, match="Engine"):
+        dsa.instrument("postgresql://nope")
