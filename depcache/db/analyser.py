@@ -274,12 +274,21 @@ def analyse(sql: str, style: str = "pyformat", escaped: bool = True) -> Template
 
 
 def _opaque(sql: str, keys: tuple[ParamKey, ...], why: str, **fields: Any) -> Template:
-    logger.warning(
-        "depcache.db: cannot analyse a statement (%s); it may read or write anything, so "
-        "results reading it are not cached and committing it invalidates every table: %.200s",
-        why,
-        sql,
-    )
+    if fields.get("schema_change"):
+        logger.info(
+            "depcache.db: %s: the catalog is read again, and committing it invalidates every "
+            "table: %.200s",
+            why,
+            sql,
+        )
+    else:
+        logger.warning(
+            "depcache.db: cannot analyse a statement (%s); it may read or write anything, so "
+            "results reading it are not cached and committing it invalidates every table: "
+            "%.200s",
+            why,
+            sql,
+        )
     return Template(params=keys, opaque=why, uncacheable=why, **fields)
 
 
