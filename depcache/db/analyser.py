@@ -173,6 +173,14 @@ class Template:
     schema_change: bool = False  # DDL: the catalog must be read again
     uncacheable: str | None = None  # why a read by it must not be cached
     tables: frozenset[TableName] = field(default=frozenset())  # every table named
+    #: whether it matters outside a cached call (a write, transaction control, ...)
+    acts: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        acts = bool(
+            self.writes or self.control or self.opaque or self.functions or self.schema_change
+        )
+        object.__setattr__(self, "acts", acts)
 
     @property
     def reads(self) -> bool:

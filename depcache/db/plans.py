@@ -22,6 +22,7 @@ from .analyser import ColumnRef, Scope, TableName, Template, Value, Write
 from .catalog import Catalog, Runner, TableInfo
 from .scheme import (
     any_row_dependency,
+    canonical_value,
     column_dependency,
     table_dependency,
     unknown_rows_dependencies,
@@ -38,6 +39,8 @@ _FAMILIES = {
     **dict.fromkeys(("bool", "boolean"), "bool"),
 }
 _NUMBERS = frozenset({"int", "numeric"})
+_INTEGERS = frozenset(t for t, f in _FAMILIES.items() if f == "int")
+_TEXTS = frozenset(t for t, f in _FAMILIES.items() if f == "text")
 
 
 class _Unknown:
@@ -78,6 +81,16 @@ def _read_value(value: Any, column_family: str) -> Any:
     return value
 
 
+def _text(value: Any, pg_type: str) -> str | None:
+    """canonical_value, with the common cases first (an int key, a text value)."""
+    kind = type(value)
+    if kind is int and pg_type in _INTEGERS:
+        return str(value)
+    if kind is str and pg_type in _TEXTS:
+        return value  # type: ignore[no-any-return]
+    return canonical_value(value, pg_type)
+
+
 def _values(refs: Sequence[Value], params: Any, column_family: str) -> list[Any] | None:
     out: list[Any] = []
     for ref in refs:
@@ -109,6 +122,20 @@ class _Candidate:
 class _Narrow:
     info: TableInfo
     candidates: tuple[_Candidate, ...]
+    table: str = ""  # the table dependency
+    any_row: str = ""  # the any-row dependency
+    prefixes: tuple[str, ...] = ()  # per candidate: its column dependency without the value
+
+    @classmethod
+    def of(cls, info: TableInfo, candidates: tuple[_Candidate, ...]) -> _Narrow:
+        """Built once per plan: the names of the dependencies, all but their values."""
+        any_row = any_row_dependency(info.name, info.schema)
+        prefixes = tuple(
+            column_dependency(info.name, c.column, 0, "int4", info.schema)[:-1]  # type: ignore[index]
+            for c in candidates
+        )
+        table = table_dependency(info.name, info.schema)
+        return cls(info, candidates, table, any_row, prefixes)
 
 
 @dataclass(frozen=True)
@@ -123,23 +150,18 @@ class ReadPlan:
         """The dependencies of one execution with ``params``."""
         deps = set(self.static)
         for table in self.narrow:
-            info = table.info
-            for candidate in table.candidates:
-                values = _values(candidate.values, params, family(candidate.pg_type))
+            for candidate, prefix in zip(table.candidates, table.prefixes, strict=True):
+                pg_type = candidate.pg_type
+                values = _values(candidate.values, params, _FAMILIES.get(pg_type, ""))
                 if values is None:
                     continue
-                named = [
-                    column_dependency(
-                        info.name, candidate.column, v, candidate.pg_type, info.schema
-                    )
-                    for v in values
-                ]
-                if all(named):
-                    deps.update(d for d in named if d is not None)
-                    deps.add(any_row_dependency(info.name, info.schema))
+                texts = [_text(v, pg_type) for v in values]
+                if None not in texts:
+                    deps.update(prefix + t for t in texts if t is not None)
+                    deps.add(table.any_row)
                     break
             else:
-                deps.add(table_dependency(info.name, info.schema))
+                deps.add(table.table)
         return deps
 
 
@@ -216,7 +238,7 @@ def _bind_scope(
         if table.narrowable and info.kind in {"r", "p"}:
             candidates = _candidates(scope, index, resolve, infos)
         if candidates:
-            narrow.append(_Narrow(info, tuple(candidates)))
+            narrow.append(_Narrow.of(info, tuple(candidates)))
         else:
             static.add(table_dependency(info.name, info.schema))
 

@@ -10,9 +10,12 @@
         with Session(engine) as s:
             return render(s.get(User, user_id))
 
-Hooks sit at the DB-API level (``before_cursor_execute``/``after_cursor_execute``), so the ORM,
-Core and ``text()`` share one analyser (:mod:`depcache.db.analyser`). Reads inside a cached call
-add dependencies to it; outside one, a read costs one ContextVar lookup and one template lookup.
+Hooks sit at the DB-API level: the dialect's ``do_execute``/``do_executemany``, where every
+cursor execution of the engine passes, so the ORM, Core and ``text()`` share one analyser
+(:mod:`depcache.db.analyser`), and no SQLAlchemy event listener is registered (any listener
+makes SQLAlchemy dispatch its events on every statement, which alone costs more than our
+hook). Reads inside a cached call add dependencies to it; outside one, a read costs one
+ContextVar lookup and one dictionary lookup of its template.
 Writes are logged per connection and invalidated after the DB-API ``commit()`` returns
 (the dialect's ``do_commit``, so ORM sessions, ``engine.begin()`` and two-phase commits alike),
 dropped on rollback and on rollback to a savepoint. See :mod:`depcache.db.tracking` for how the
@@ -25,25 +28,23 @@ read depends on its tables, every write invalidates them). Others are refused.
 from __future__ import annotations
 
 import collections
-import functools
+import contextlib
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.util import await_only
 
-from ..context import current_frame
-from .catalog import Catalog, PostgresCatalog, Runner, SqliteCatalog
+from ..context import Frame, current_frame
+from .analyser import Template
+from .catalog import Catalog, PostgresCatalog, SqliteCatalog
 from .hooks import CommittedWrites, adeliver, deliver
 from .tracking import ConnectionState, Database, PendingWrite
 
 __all__ = ["database_of", "instrument"]
 
 _STATE = "depcache.db.state"
-_PENDING = "depcache.db.pending"
-_CONTROL = "depcache.db.control"
 _PG_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg_async", "psycopg2cffi"})
 _instrumented: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
 
@@ -94,9 +95,7 @@ def instrument(engine: Any, *, precise_writes: bool = True, row_limit: int = 100
     )
     _instrumented[sync_engine] = database
     is_async = bool(getattr(sync_engine.dialect, "is_async", False))
-    event.listen(sync_engine, "before_cursor_execute", functools.partial(_before, database))
-    event.listen(sync_engine, "after_cursor_execute", functools.partial(_after, database, is_async))
-    event.listen(sync_engine, "handle_error", _failed)
+    _wrap_execute(sync_engine, database, is_async)
     _wrap_dialect(sync_engine, database, is_async)
     return database
 
@@ -108,36 +107,42 @@ def _state(info: dict[Any, Any]) -> ConnectionState:
     return state
 
 
-def _runner(conn: Connection) -> Runner:
-    raw = conn.connection.dbapi_connection
+class _Runner:
+    """Runs catalog and row queries on a pool connection's raw DB-API connection (so none of
+    depcache's hooks see them); in an AsyncEngine's greenlet, through its adapter."""
 
-    def run(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        assert raw is not None
-        cursor = raw.cursor()
+    __slots__ = ("fairy",)
+
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy
+
+    def __call__(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        cursor = self.fairy.dbapi_connection.cursor()
         try:
             cursor.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()
 
-    return run
 
-
-def _escaped(parameters: Any, context: Any) -> bool:
-    if parameters is None:
-        return False
-    return not (context is not None and getattr(context, "no_parameters", False))
-
-
-def _driver(conn: Connection) -> Any:
-    return conn.connection.driver_connection
+_LEVELS: dict[Any, str | None] = {None: None}
 
 
 def _isolation(driver: Any) -> str | None:
     level = getattr(driver, "isolation_level", None)
-    if level is None or isinstance(level, str):
-        return level.lower() if isinstance(level, str) and level else None
-    return str(getattr(level, "name", level)).lower().replace("_", " ")
+    try:
+        return _LEVELS[level]
+    except (KeyError, TypeError):
+        pass
+    if isinstance(level, str):
+        name: str | None = level.lower() or None
+    else:
+        name = str(getattr(level, "name", level)).lower().replace("_", " ")
+    with contextlib.suppress(TypeError):  # an unhashable level: not remembered
+        _LEVELS[level] = name
+    return name
 
 
 def _in_transaction(driver: Any) -> bool:
@@ -152,50 +157,6 @@ def _autocommit(driver: Any) -> bool:
     if getattr(driver, "autocommit", False) is True:
         return True
     return getattr(driver, "isolation_level", "") is None and hasattr(driver, "in_transaction")
-
-
-def _before(
-    database: Database,
-    conn: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: Any,
-    executemany: bool,
-) -> None:
-    frame = current_frame()
-    escaped = _escaped(parameters, context)
-    template = database.template(statement, escaped)
-    if frame is None and not (
-        template.writes
-        or template.control
-        or template.opaque
-        or template.functions
-        or template.schema_change
-    ):
-        return
-    run = _runner(conn)
-    if frame is not None and template.reads and not template.writes:
-        driver = _driver(conn)
-        database.read(
-            frame,
-            template,
-            statement,
-            escaped,
-            parameters,
-            run,
-            _state(conn.info),
-            isolation=_isolation(driver),
-            in_transaction=_in_transaction(driver),
-        )
-    if template.writes or template.opaque or template.functions or template.schema_change:
-        pending = database.before_write(
-            template, statement, escaped, parameters, executemany, run, frame
-        )
-        if pending.plan.steps or pending.plan.opaque:
-            conn.info[_PENDING] = pending
-    if template.control is not None:
-        conn.info[_CONTROL] = template
 
 
 def _returned(cursor: Any, pending: PendingWrite) -> list[tuple[Any, ...]] | None:
@@ -215,42 +176,47 @@ def _returned(cursor: Any, pending: PendingWrite) -> list[tuple[Any, ...]] | Non
     return found
 
 
-def _after(
+def _tracked(
     database: Database,
     is_async: bool,
-    conn: Connection,
+    execute: Callable[[], Any],
+    frame: Frame | None,
+    template: Template,
     cursor: Any,
     statement: str,
     parameters: Any,
     context: Any,
-    executemany: bool,
-) -> None:
-    info = conn.info
-    pending: PendingWrite | None = info.pop(_PENDING, None)
-    control = info.pop(_CONTROL, None)
-    if pending is None and control is None:
-        return
+    many: bool,
+    escaped: bool,
+) -> Any:
+    """Run one statement of a connection, recording its reads and logging its writes."""
+    fairy = context.root_connection.connection
+    try:
+        info = fairy.info
+    except NotImplementedError:  # the engine's first connect, before the pool has it
+        return execute()
     state = _state(info)
+    run = _Runner(fairy)
+    if frame is not None and template.reads and not template.writes:
+        driver = fairy.driver_connection
+        database.read(
+            frame, template, statement, escaped, parameters, run, state,
+            isolation=_isolation(driver), in_transaction=lambda: _in_transaction(driver),
+        )  # fmt: skip
+    pending: PendingWrite | None = None
+    if template.writes or template.opaque or template.functions or template.schema_change:
+        pending = database.before_write(template, statement, escaped, parameters, many, run, frame)
+    result = execute()
     writes: CommittedWrites | None = None
-    if pending is not None:
-        run = _runner(conn)
+    if pending is not None and (pending.plan.steps or pending.plan.opaque):
         database.after_write(pending, int(cursor.rowcount), _returned(cursor, pending), run, state)
-        if _autocommit(_driver(conn)):
+        if _autocommit(fairy.driver_connection):
             writes = database.commit(state)
-    if control is not None:
-        writes = database.control(control, state) or writes
+    if template.control is not None:
+        writes = database.control(template, state) or writes
     if writes is not None:
         _deliver(writes, is_async)
-
-
-def _failed(context: Any) -> None:
-    conn = context.connection
-    if conn is not None and not conn.closed:
-        try:
-            conn.info.pop(_PENDING, None)
-            conn.info.pop(_CONTROL, None)
-        except Exception:  # the connection is gone: nothing to forget
-            pass
+    return result
 
 
 def _deliver(writes: CommittedWrites, is_async: bool) -> None:
@@ -258,6 +224,53 @@ def _deliver(writes: CommittedWrites, is_async: bool) -> None:
         await_only(adeliver(writes))
     else:
         deliver(writes)
+
+
+def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
+    """Wrap the dialect's three execute methods: every statement of every connection passes
+    there, the ORM's, Core's and ``text()``'s alike, with no SQLAlchemy event to dispatch."""
+    dialect = engine.dialect
+    template_of = database.template
+    original_execute = dialect.do_execute
+    original_many = dialect.do_executemany
+    original_no_params = dialect.do_execute_no_params
+
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+        frame = current_frame()
+        template = template_of(statement, True)
+        if (frame is None and not template.acts) or context is None:
+            return original_execute(cursor, statement, parameters, context)
+        return _tracked(
+            database, is_async,
+            lambda: original_execute(cursor, statement, parameters, context),
+            frame, template, cursor, statement, parameters, context, False, True,
+        )  # fmt: skip
+
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+        frame = current_frame()
+        template = template_of(statement, True)
+        if (frame is None and not template.acts) or context is None:
+            return original_many(cursor, statement, parameters, context)
+        return _tracked(
+            database, is_async,
+            lambda: original_many(cursor, statement, parameters, context),
+            frame, template, cursor, statement, parameters, context, True, True,
+        )  # fmt: skip
+
+    def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
+        frame = current_frame()
+        template = template_of(statement, False)
+        if (frame is None and not template.acts) or context is None:
+            return original_no_params(cursor, statement, context)
+        return _tracked(
+            database, is_async,
+            lambda: original_no_params(cursor, statement, context),
+            frame, template, cursor, statement, None, context, False, False,
+        )  # fmt: skip
+
+    dialect.do_execute = do_execute  # type: ignore[method-assign]
+    dialect.do_executemany = do_executemany  # type: ignore[method-assign]
+    dialect.do_execute_no_params = do_execute_no_params  # type: ignore[method-assign]
 
 
 def _wrap_dialect(engine: Engine, database: Database, is_async: bool) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..context import Frame, add_dependency, mark_uncacheable
@@ -49,6 +49,7 @@ __all__ = ["ConnectionState", "Database", "PendingWrite"]
 logger = logging.getLogger("depcache.db")
 
 _SNAPSHOT_LEVELS = frozenset({"repeatable read", "serializable"})
+_TEMPLATES = 4096
 _ALL_TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -73,7 +74,10 @@ class ConnectionState:
 
     def has_writes(self) -> bool:
         """Whether the transaction wrote anything not rolled back."""
-        return any(deps for _, deps in self.levels)
+        levels = self.levels
+        if len(levels) == 1:
+            return bool(levels[0][1])
+        return any(deps for _, deps in levels)
 
     def savepoint(self, name: str | None) -> None:
         """A savepoint was set."""
@@ -161,6 +165,7 @@ class Database:
         self.style = style
         self.precise_writes = precise_writes
         self.row_limit = row_limit
+        self._templates: tuple[dict[str, Template], dict[str, Template]] = ({}, {})
         self._reads: dict[tuple[str, bool], ReadPlan] = {}
         self._writes: dict[tuple[str, bool], WritePlan] = {}
         self._prepared: dict[str, set[str]] = {}
@@ -170,8 +175,14 @@ class Database:
 
     # -- plans
     def template(self, sql: str, escaped: bool) -> Template:
-        """The analysed template of ``sql`` (cached)."""
-        return analyse(sql, self.style, escaped)
+        """The analysed template of ``sql`` (cached: one dictionary lookup once seen)."""
+        known = self._templates[escaped]
+        template = known.get(sql)
+        if template is None:
+            if len(known) >= _TEMPLATES:
+                known.clear()  # SQL with inlined values: keep the memory bounded
+            template = known[sql] = analyse(sql, self.style, escaped)
+        return template
 
     def _settings(self, run: Runner) -> None:
         if not self._settings_read:
@@ -234,7 +245,7 @@ class Database:
         state: ConnectionState,
         *,
         isolation: str | None,
-        in_transaction: bool,
+        in_transaction: Callable[[], bool],
     ) -> None:
         """Record what a read inside ``frame`` depends on (or refuse to cache it)."""
         if state.has_writes():
@@ -246,7 +257,7 @@ class Database:
             return
         level = state.isolation or isolation or self.catalog.default_isolation
         if level in _SNAPSHOT_LEVELS:
-            if not in_transaction:
+            if not in_transaction():
                 state.snapshot = frame
             elif not _within(state.snapshot, frame):
                 mark_uncacheable(f"a {level} snapshot taken before the cached call started")

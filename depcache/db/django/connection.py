@@ -146,13 +146,7 @@ def _wrapper(
     frame = current_frame()
     escaped = params is not None
     template = database.template(sql, escaped)
-    if frame is None and not (
-        template.writes
-        or template.control
-        or template.opaque
-        or template.functions
-        or template.schema_change
-    ):
+    if frame is None and not template.acts:
         return execute(sql, params, many, context)
     connection = context["connection"]
     run = _runner(connection)
@@ -168,7 +162,7 @@ def _wrapper(
             run,
             state,
             isolation=_driver_isolation(raw),
-            in_transaction=_in_transaction(raw),
+            in_transaction=lambda: _in_transaction(raw),
         )
     pending = None
     if template.writes or template.opaque or template.functions or template.schema_change:
