@@ -133,7 +133,7 @@ def _table_level(self: depcache.db.plans.ReadPlan, params: Any) -> set[str]:
     return deps
 
 
-def precision(url: str, quick: bool, table_level: bool, seed: int) -> dict[str, Any]:  # noqa: PLR0912, PLR0915  # one workload, step by step
+def precision(url: str, quick: bool, table_level: bool, seed: int) -> dict[str, Any]:  # noqa: PLR0912  # one workload, step by step
     rng = random.Random(seed)
     engine = create_engine(url)
     database = dsa.instrument(engine, precise_writes=not table_level)
