@@ -368,3 +368,30 @@ def test_other_databases_are_refused_clearly() -> None:
         dsa.instrument(engine)
     with pytest.raises(TypeError, match="Engine"):
         dsa.instrument("postgresql://nope")
+
+
+def test_a_repeatable_read_snapshot_older_than_the_call_is_not_cached(
+    engine: Engine, redis_url: str, prefix: str
+) -> None:
+    get_or_create_cache_manager(prefix, config=RedisConfig(url=redis_url, prefix=prefix))
+    computed: list[int] = []
+    connection: list[Any] = []
+
+    @cache_with_deps(name=prefix)
+    def name_of(uid: int) -> str:
+        computed.append(uid)
+        return str(
+            connection[0].execute(text("select name from users where id = :i"), {"i": uid}).scalar()
+        )
+
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        connection.append(conn)
+        conn.execute(text("select 1"))  # the snapshot is taken here, before the cached call
+        assert name_of(1) == "ada"
+        assert name_of(1) == "ada"
+        assert computed == [1, 1]  # not stored: the snapshot may predate an invalidation
+        conn.rollback()
+        assert name_of(2) == "bob"  # the transaction (and its snapshot) starts inside the call
+        assert name_of(2) == "bob"
+        assert computed == [1, 1, 2]
+        conn.rollback()
