@@ -395,3 +395,24 @@ def test_a_repeatable_read_snapshot_older_than_the_call_is_not_cached(
         assert name_of(2) == "bob"
         assert computed == [1, 1, 2]
         conn.rollback()
+
+
+def test_an_insert_with_a_generated_key_is_named_from_returning(
+    engine: Engine, cached: Cached
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("select setval(pg_get_serial_sequence('users', 'id'), 100)"))
+    for name, arg in [("pk_get", 2), ("by_org", 1), ("by_org", 2), ("raw_name", 2)]:
+        cached(name, arg)
+    before = cached.calls.copy()
+    with Session(engine) as s, s.begin():
+        user = User(name="generated", org=2, score=0.0)  # INSERT ... RETURNING users.id
+        s.add(user)
+        s.flush()
+        assert user.id == 101
+    assert cached("by_org", 2) == ["cy", "generated"]
+    assert cached.calls[("by_org", 2)] == before[("by_org", 2)] + 1
+    for name, arg in [("pk_get", 2), ("by_org", 1), ("raw_name", 2)]:
+        cached(name, arg)
+        assert cached.calls[(name, arg)] == before[(name, arg)], f"{name}({arg}) was invalidated"
+    cached.check("an insert with a generated key")
