@@ -16,7 +16,13 @@ from .backends import (
     RedisClusterCacheBackend,
 )
 from .config import ConfigBase, RedisConfig
-from .context import add_dependency, current_cache_key, get_cache_manager, set_cache_ttl
+from .context import (
+    add_dependency,
+    current_cache_key,
+    get_cache_manager,
+    mark_uncacheable,
+    set_cache_ttl,
+)
 from .decorator import async_cache_with_deps, cache_with_deps
 from .errors import (
     BackendError,
@@ -76,6 +82,7 @@ __all__ = [
     "get_cache_manager",
     "get_or_create_cache_manager",
     "invalidate",
+    "mark_uncacheable",
     "registered_managers",
     "set_cache_ttl",
 ]

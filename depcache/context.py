@@ -10,6 +10,7 @@ merged into the enclosing frame.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .manager import CacheManager
 
+logger = logging.getLogger("depcache")
 __all__ = [
     "Frame",
     "add_dependency",
     "current_cache_key",
     "get_cache_manager",
+    "mark_uncacheable",
     "set_cache_ttl",
 ]
 
@@ -29,7 +32,7 @@ __all__ = [
 class Frame:
     """The state of one computing cached call."""
 
-    __slots__ = ("dependencies", "key", "manager", "parent", "token", "ttl")
+    __slots__ = ("cacheable", "dependencies", "key", "manager", "parent", "token", "ttl")
 
     def __init__(
         self,
@@ -44,6 +47,8 @@ class Frame:
         self.dependencies: dict[str, set[str]] = {manager.prefix: set(static)}
         self.parent: Frame | None = None
         self.token: Token[Frame | None] | None = None
+        #: False once something it read must not be stored or shared (see mark_uncacheable)
+        self.cacheable = True
 
     def enter(self) -> Frame:
         """Make this frame the current one."""
@@ -58,6 +63,8 @@ class Frame:
             self.token = None
         if self.parent is not None:
             merge_into(self.parent, self.dependencies)
+            if not self.cacheable:
+                self.parent.cacheable = False
 
     def own_dependencies(self) -> set[str]:
         """The dependencies this call's entry is indexed under (its own manager's)."""
@@ -122,6 +129,20 @@ def _namespace_of(frame: Frame, name: str) -> str:
 
     registered = registered_managers().get(name)
     return registered.prefix if registered is not None else name
+
+
+def mark_uncacheable(reason: str) -> None:
+    """Return the current cached call's result without storing it or sharing it with
+    concurrent calls (single flight); its enclosing cached calls are not stored either.
+
+    For results computed from data no dependency can describe, such as rows a transaction has
+    written but not committed yet (``depcache.db`` calls it then). ``reason`` is logged at
+    DEBUG level when the result is not stored. Outside a cached call this does nothing.
+    """
+    frame = _current.get()
+    if frame is not None and frame.cacheable:
+        frame.cacheable = False
+        logger.debug("depcache: %s will not be stored: %s", frame.key, reason)
 
 
 def current_cache_key() -> str | None:

@@ -70,6 +70,8 @@ class _Call:
             logger.exception("depcache callback failed")
 
     def outcome(self, ok: bool, value: Any) -> Outcome:
+        if not self.record.cacheable:
+            return None  # followers compute for themselves
         return (ok, value, self.record.dependencies)
 
 

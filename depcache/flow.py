@@ -121,12 +121,14 @@ def _event(kind: CacheEventType, key: str, **fields: Any) -> Emit:
 
 
 class CallRecord:
-    """What the drivers learn from a flow besides its result: the call's dependencies."""
+    """What the drivers learn from a flow besides its result: the call's dependencies, and
+    whether the result may be shared with concurrent calls (see ``mark_uncacheable``)."""
 
-    __slots__ = ("dependencies",)
+    __slots__ = ("cacheable", "dependencies")
 
     def __init__(self) -> None:
         self.dependencies: Mapping[str, Iterable[str]] = {}
+        self.cacheable = True
 
 
 def cache_flow(
@@ -171,7 +173,8 @@ def cache_flow(
     finally:
         frame.exit()
     record.dependencies = frame.dependencies
-    if reachable and (ok or spec.caches(outcome)):
+    record.cacheable = frame.cacheable
+    if reachable and frame.cacheable and (ok or spec.caches(outcome)):
         stored = yield from _store(spec, manager, frame, ok, outcome, epoch, started)
         if stored and l1 is not None:
             entry = Entry(outcome if ok else None, None if ok else outcome, frame.dependencies)

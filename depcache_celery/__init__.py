@@ -7,6 +7,8 @@
   sends dependencies to the worker, :func:`invalidates` does it after a job succeeds, and
   :func:`forward_invalidations` hands a manager's invalidations to the worker; all wait for
   the commit inside a transaction (:func:`deferred`, Django, :mod:`depcache_celery.sqlalchemy`).
+- :func:`publish_database_writes` publishes what instrumented databases (``depcache.db``)
+  commit, so other processes' managers hear of it.
 - Other services publish JSON events to a durable topic exchange (see
   :mod:`depcache_celery.messages`); malformed ones go to a dead-letter queue.
 
@@ -19,6 +21,7 @@ from .app import Installation, install
 from .batch import BatchOutcome, BatchProcessor
 from .consumer import EventConsumerStep, event_exchange, event_queue
 from .counters import stats
+from .database import DATABASE_EVENT, publish_database_writes, stop_publishing_database_writes
 from .deferral import deferred, register_commit_hook, unregister_commit_hook
 from .emit import EmitError, aemit, build_event, emit, invalidate_later
 from .events import EventError, Router, TemplateHandler, default_router, on_event
@@ -30,6 +33,7 @@ from .settings import Settings
 from .tasks import EVENT_TASK, INVALIDATE_TASK
 
 __all__ = [
+    "DATABASE_EVENT",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "EVENT_TASK",
     "INVALIDATE_TASK",
@@ -59,7 +63,9 @@ __all__ = [
     "invalidates",
     "on_event",
     "parse_message",
+    "publish_database_writes",
     "register_commit_hook",
     "stats",
+    "stop_publishing_database_writes",
     "unregister_commit_hook",
 ]
