@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import validate_ttl
 from .drivers import run_async, run_sync
+from .errors import ConfigWarning
 from .flow import local_hit
 from .keys import KeyTemplate
-from .registry import get_or_create_cache_manager, registry_generation
+from .registry import get_or_create_cache_manager, registered_managers, registry_generation
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -73,7 +74,18 @@ class CallSpec:
             return self.explicit_manager
         generation = registry_generation()
         if self._generation != generation or self._manager is None:
-            self._manager = get_or_create_cache_manager(self.name)
+            if self.name is not None and self.name not in registered_managers():
+                self._manager = get_or_create_cache_manager(self.name)
+                warnings.warn(
+                    f"{self.func.__qualname__} is cached by manager {self.name!r}, which no "
+                    "get_or_create_cache_manager() call registered: created it from the "
+                    f"environment, {self._manager.config!r} (registered: "
+                    f"{', '.join(sorted(registered_managers())) or 'none'})",
+                    ConfigWarning,
+                    stacklevel=3,
+                )
+            else:
+                self._manager = get_or_create_cache_manager(self.name)
             self._generation = generation
         return self._manager
 

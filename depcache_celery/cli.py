@@ -34,24 +34,54 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from kombu import Connection, Exchange
+from kombu import Connection, Exchange, Queue
 from kombu.message import Message
+from kombu.transport import resolve_transport
+from kombu.utils.imports import symbol_by_name
 
 import depcache
+from depcache.config import mask_url
 
 from .deadletter import dead_letter_queue
 from .emit import EmitError, build_event, emit
-from .settings import Settings
+from .settings import DEFAULT_BROKER_URL, Settings
 
 __all__ = ["register"]
 
-DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
+DEFAULT_BROKER = DEFAULT_BROKER_URL
 REPLAY_EVENT = "depcache.replay"
 
 
 def _broker(args: argparse.Namespace) -> str:
+    """The broker URL of the options or environment; ConfigError when kombu has no transport
+    for its scheme."""
     url: str = args.broker or os.environ.get("CELERY_BROKER_URL") or DEFAULT_BROKER
+    source = "--broker" if args.broker else "CELERY_BROKER_URL"
+    if args.broker or os.environ.get("CELERY_BROKER_URL"):
+        check_broker_url(url, source)
     return url
+
+
+def check_broker_url(url: str, source: str) -> None:
+    """Raise :class:`depcache.ConfigError` naming ``source`` when ``url`` is not a broker URL
+    kombu can use (an unknown scheme, or one whose client library is not installed)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    safe = mask_url(url)
+    if not scheme:
+        raise depcache.ConfigError(f"{source}: {safe!r} is not a URL like amqp://host//")
+    try:
+        transport = resolve_transport(scheme.split("+", 1)[0])
+        if isinstance(transport, str):
+            symbol_by_name(transport)
+    except KeyError:
+        raise depcache.ConfigError(
+            f"{source}: {safe!r} names no broker kombu knows ({scheme}://); use amqp:// "
+            "(RabbitMQ) or redis://"
+        ) from None
+    except ImportError as exc:
+        raise depcache.ConfigError(
+            f"{source}: the {scheme}:// transport needs a library that is not installed: {exc}"
+        ) from None
 
 
 def _conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,7 +99,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _safe(url: str) -> str:
-    return str(Connection(url).as_uri())
+    return mask_url(url)
 
 
 @contextmanager
@@ -121,11 +151,29 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 # -- dead letters ----------------------------------------------------------------------------------
-def _letters(conn: Connection, queue_name: str, limit: int) -> Iterator[tuple[Message, Any]]:
+def _existing_queue(conn: Connection, queue_name: str, url: str) -> Queue:
+    """The dead-letter queue, bound to the connection's channel; declared passively, so a queue
+    that does not exist is an error naming it, never created. (On Redis, where an empty queue
+    does not exist, a missing one reads as empty.)"""
+    queue = dead_letter_queue(queue_name)(conn.default_channel)
+    if conn.transport.driver_type == "amqp":
+        try:
+            queue.queue_declare(passive=True)
+        except conn.channel_errors as exc:
+            raise depcache.ConfigError(
+                f"no queue {queue_name!r} on {_safe(url)} ({exc}): name the dead-letter queue "
+                "with --queue or DEPCACHE_DEAD_LETTER_QUEUE (the worker declares it when it "
+                "starts)"
+            ) from None
+    return queue
+
+
+def _letters(
+    conn: Connection, queue_name: str, limit: int, url: str
+) -> Iterator[tuple[Message, Any]]:
     """Up to ``limit`` messages of the dead-letter queue, unacknowledged, with their parsed
     letter (None when it is not a JSON object)."""
-    queue = dead_letter_queue(queue_name)(conn.default_channel)
-    queue.declare()
+    queue = _existing_queue(conn, queue_name, url)
     for _ in range(limit):
         message = queue.get(no_ack=False, accept=["json", "application/json"])
         if message is None:
@@ -158,7 +206,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     url = _broker(args)
     count = 0
     with _connection(url) as conn:
-        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit, url):
             count += 1
             if args.json:
                 print(json.dumps(letter if letter is not None else {"raw": str(message.body)}))
@@ -210,7 +258,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     url = _broker(args)
     replayed = kept = 0
     with _connection(url) as conn:
-        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit, url):
             try:
                 if letter is None:
                     raise ValueError("not a JSON object")
@@ -231,8 +279,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _broker(args)
     with _connection(url) as conn:
-        queue = dead_letter_queue(settings.dead_letter_queue)(conn.default_channel)
-        queue.declare()
+        queue = _existing_queue(conn, settings.dead_letter_queue, url)
         count = queue.purge() or 0
     print(f"{count} dead letter(s) purged from {settings.dead_letter_queue!r} on {_safe(url)}")
     return 0

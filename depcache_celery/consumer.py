@@ -79,13 +79,15 @@ def event_exchange(settings: Settings) -> Exchange:
 
 
 def event_queue(settings: Settings) -> Queue:
-    """The worker's durable queue, bound to :func:`event_exchange` with every binding key."""
+    """The worker's durable queue, bound to :func:`event_exchange` with every binding key, with
+    the expiry and length policy of the settings (none by default)."""
     exchange = event_exchange(settings)
     return Queue(
         settings.queue,
         bindings=[binding(exchange, routing_key=key) for key in settings.binding_keys],
         durable=True,
         auto_delete=False,
+        queue_arguments=settings.queue_arguments() or None,
     )
 
 
