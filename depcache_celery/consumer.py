@@ -129,6 +129,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._generation = 0  # one per channel: batches of a closed channel are not acked
         self._multi_ack = False  # AMQP: a batch is acknowledged with one basic.ack
         self._outstanding: dict[int, Message] = {}  # by delivery tag, in delivery order
+        self._finishing: Batch | None = None
         # Shared with the lanes' threads.
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()
@@ -269,6 +270,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             batch.dependencies,
             targets,
             payload=(self._generation, batch, time.perf_counter()),
+            batch=batch,
         )
         self._in_flight += 1
         self.lanes.submit(job)
@@ -283,7 +285,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
-        generation, batch, started = job.payload
+        generation, batch, _started = job.payload
         assert isinstance(batch, Batch)
         if generation != self._generation:
             logger.info(
@@ -293,17 +295,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             )
             return
         self._in_flight -= 1
-        outcome = self.processor.finish(batch, job.report)
-        logger.debug(
-            "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
-            "%d dead-lettered, %d unacked, %.1f ms",
-            outcome.received,
-            len(outcome.dependencies),
-            outcome.acked,
-            outcome.dead_lettered,
-            outcome.unacked,
-            (time.perf_counter() - started) * 1000,
-        )
+        self._finishing = batch  # whose event ids follow a hand-off to the retry path
+        try:
+            self.processor.finish(batch, job.report)  # logs the batch's line
+        finally:
+            self._finishing = None
 
     def _wind_down(self) -> None:
         """Hand the buffer to the lanes, then wait up to ``depcache_shutdown_timeout`` for the
@@ -385,19 +381,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._generation += 1
 
     def _process_now(self, messages: list[Message]) -> None:
-        started = time.perf_counter()
         with self._lock:
-            outcome = self.processor.process(messages)
-        logger.debug(
-            "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
-            "%d dead-lettered, %d unacked, %.1f ms",
-            outcome.received,
-            len(outcome.dependencies),
-            outcome.acked,
-            outcome.dead_lettered,
-            outcome.unacked,
-            (time.perf_counter() - started) * 1000,
-        )
+            self.processor.process(messages)  # logs the batch's line
 
     @staticmethod
     def _targets() -> list[str]:
@@ -411,4 +396,6 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         deadletter.publish(self._producer, self.settings.dead_letter_queue, letter)
 
     def _hand_off(self, dependencies: list[str], managers: list[str]) -> None:
-        hand_off(self.app, dependencies, managers, settings=self.settings)
+        batch = self._finishing
+        ids = [i for i in batch.event_ids if i is not None] if batch is not None else []
+        hand_off(self.app, dependencies, managers, settings=self.settings, event_ids=ids)

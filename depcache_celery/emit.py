@@ -20,6 +20,7 @@ import asyncio
 import functools
 import json
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ from kombu.pools import producers
 
 import depcache
 
+from .batch import PUBLISHED_AT_HEADER
 from .deferral import defer_or_send, try_defer
 from .settings import Settings
 from .tasks import INVALIDATE_TASK
@@ -183,6 +185,8 @@ def _publish(
 ) -> None:
     conn, settings = _connection(app, broker_url)
     exchange = _exchange(settings)
+    now = time.time()
+    headers: dict[str, Any] = {}
     try:
         with producers[conn].acquire(block=True, timeout=30) as producer:
             assert isinstance(producer, Producer)
@@ -194,6 +198,8 @@ def _publish(
                 content_encoding="utf-8",
                 delivery_mode=2,
                 message_id=message.id,
+                timestamp=int(now),
+                headers={PUBLISHED_AT_HEADER: now, **headers},
                 declare=[exchange],  # a topic exchange, also on the Redis transport
                 retry=True,
                 retry_policy=dict(retry_policy),
