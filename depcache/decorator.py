@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from . import observe
 from .context import validate_ttl
 from .drivers import run_async, run_sync
 from .errors import ConfigWarning
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["CallSpec", "async_cache_with_deps", "cache_with_deps"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+observing = observe.state
 
 
 class CallSpec:
@@ -177,6 +180,10 @@ def cache_with_deps(
                 if not manager.enabled:
                     return await func(*args, **kwargs)
                 key = template.key(args, kwargs)
+                if observing.on:  # metrics or tracing installed (see depcache.observe)
+                    return await observe.call_async(
+                        spec, manager, key, lambda: run_async(spec, manager, key, args, kwargs)
+                    )
                 if manager.l1 is not None:  # the in-process cache first
                     local = local_hit(spec, manager, key)
                     if local is not None:
@@ -193,6 +200,10 @@ def cache_with_deps(
             if not manager.enabled:
                 return func(*args, **kwargs)
             key = template.key(args, kwargs)
+            if observing.on:  # metrics or tracing installed (see depcache.observe)
+                return observe.call_sync(
+                    spec, manager, key, lambda: run_sync(spec, manager, key, args, kwargs)
+                )
             if manager.l1 is not None:  # the in-process cache first
                 local = local_hit(spec, manager, key)
                 if local is not None:

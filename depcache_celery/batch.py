@@ -34,7 +34,7 @@ from typing import Any
 
 from kombu.message import Message
 
-from . import deadletter
+from . import deadletter, metrics, tracing
 from .counters import Stats, stats
 from .events import EventError, Router
 from .fanout import FanoutReport, apply, unique
@@ -97,6 +97,8 @@ class Batch:
     routing_keys: list[str | None] = field(default_factory=list)
     published_at: list[float | None] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    span: Any = None
+    """The batch's ``process`` span while tracing is on (see :mod:`depcache_celery.tracing`)."""
 
     def log_fields(self, **more: Any) -> dict[str, Any]:
         """The ``extra=`` of this batch's log lines (see :mod:`depcache_celery.logfields`)."""
@@ -151,6 +153,9 @@ class BatchProcessor:
         ack_many: AckManyFn | None = None,
     ) -> None:
         self._ack_many = ack_many
+        #: for the spans' messaging attributes: the queue consumed, and the broker's kind
+        self.destination = ""
+        self.system = ""
         self._router = router
         self._dead_letter = dead_letter
         self._hand_off = hand_off
@@ -171,7 +176,11 @@ class BatchProcessor:
         report: FanoutReport | None = None
         if batch.dependencies:
             try:
+                started = time.perf_counter()
                 report = self._apply(batch.dependencies)
+                for name in report.removed:
+                    metrics.observe_apply(name, time.perf_counter() - started)
+                    metrics.observe_invalidated(name, batch.published_at)
             except Exception as exc:  # a bug of ours: never let it stop the consumer
                 logger.exception("depcache_celery: batch of %d message(s) failed", len(messages))
                 for message in batch.messages:
@@ -211,7 +220,33 @@ class BatchProcessor:
                 self._reject(message, f"internal error: {exc!r}", outcome)
             batch.messages = []
             batch.dependencies = outcome.dependencies = []
+        if tracing.enabled() and batch.messages:
+            self._start_span(batch)
         return batch
+
+    def _start_span(self, batch: Batch) -> None:
+        contexts = [tracing.extract(message.headers) for message in batch.messages]
+        carried = [c for c in contexts if c is not None]
+        ids = [i for i in batch.event_ids if i is not None]
+        attributes: dict[str, Any] = {
+            "messaging.system": self.system,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": self.destination,
+            "messaging.batch.message_count": len(batch.messages),
+            "depcache.event_ids": ids,
+            "depcache.dependencies.count": len(batch.dependencies),
+        }
+        if len(batch.messages) == 1:
+            attributes["messaging.message.id"] = ids[0] if ids else ""
+            attributes["messaging.rabbitmq.destination.routing_key"] = batch.routing_keys[0] or ""
+        batch.span = tracing.start(
+            f"process {self.destination}".strip(),
+            "CONSUMER",
+            attributes,
+            parent=carried[0] if carried else None,
+            links=carried,
+        )
 
     def finish(self, batch: Batch, report: FanoutReport | None) -> BatchOutcome:
         """Count what ``report`` (the batch's dependencies applied on the managers; None when
@@ -228,6 +263,7 @@ class BatchProcessor:
             logger.exception("depcache_celery: batch of %d message(s) failed", len(batch.messages))
             for message in batch.messages:
                 self._reject(message, f"internal error: {exc!r}", outcome)
+            tracing.end(batch.span, error=f"internal error: {exc!r}")
             return outcome
         self._log_batch(batch, outcome)
         return outcome
@@ -235,6 +271,7 @@ class BatchProcessor:
     @staticmethod
     def _log_batch(batch: Batch, outcome: BatchOutcome) -> None:
         """One line per batch; a batch applied everywhere is visible at INFO."""
+        metrics.observe_batch(time.perf_counter() - batch.started)
         report = outcome.report
         removed = dict(report.removed) if report is not None else {}
         failed = report.failed if report is not None else []
@@ -262,6 +299,16 @@ class BatchProcessor:
             sum(removed.values()),
             f"; failed on {', '.join(failed)}, handed to the retry path" if failed else "",
             extra=extra,
+        )
+        tracing.end(
+            batch.span,
+            {
+                "depcache.managers": sorted([*removed, *failed]),
+                "depcache.removed": sum(removed.values()),
+                "depcache.failed": failed,
+                "depcache.outcome": extra["outcome"],
+            },
+            error=f"failed on {', '.join(failed)}" if failed else None,
         )
 
     # -- steps -------------------------------------------------------------------------------------
@@ -512,14 +559,33 @@ class Lanes:
         removed = 0
         error: Exception | None = None
         started = time.perf_counter()
-        try:
-            report = self._apply_one(deps, name)
-            removed = report.removed.get(name, 0)
-            error = report.errors.get(name)
-        except Exception as exc:  # a bug of ours: report it as this manager's failure
-            logger.exception("depcache_celery: applying a batch on %r failed", name)
-            error = exc
         batches = [job.batch for job in jobs if job.batch is not None]
+        spans = [tracing.context_of(b.span) for b in batches if b.span is not None]
+        with tracing.span(
+            f"depcache.share {name}",
+            "INTERNAL",
+            {
+                "depcache.manager": name,
+                "depcache.dependencies.count": len(deps),
+                "depcache.event_ids": [i for b in batches for i in b.event_ids if i],
+            },
+            parent=spans[0] if spans else None,
+            links=spans[1:],
+        ) as share:
+            try:
+                report = self._apply_one(deps, name)
+                removed = report.removed.get(name, 0)
+                error = report.errors.get(name)
+            except Exception as exc:  # a bug of ours: report it as this manager's failure
+                logger.exception("depcache_celery: applying a batch on %r failed", name)
+                error = exc
+            if error is not None:
+                tracing.fail(share, error)
+            elif share is not None:
+                share.set_attribute("depcache.removed", removed)
+        metrics.observe_apply(name, time.perf_counter() - started)
+        if error is None:
+            metrics.observe_invalidated(name, [p for batch in batches for p in batch.published_at])
         logger.debug(
             "depcache_celery: %d dependencies on %s: %s",
             len(deps),

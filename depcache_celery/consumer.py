@@ -57,7 +57,7 @@ from kombu.message import Message
 
 import depcache
 
-from . import deadletter
+from . import deadletter, tracing
 from .batch import Batch, BatchProcessor, Job, Lanes
 from .events import Router, default_router
 from .settings import Settings
@@ -155,6 +155,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         driver = str(getattr(transport, "driver_type", ""))
         self._batch_window = self.settings.batch_window_for(driver)
         self._multi_ack = driver == "amqp" and hub is not None
+        self.processor.system = tracing.messaging_system(driver)
+        self.processor.destination = self.settings.queue
         super().start(c)
         if hub is not None:
             interval = _SAFETY_INTERVAL if self._hub_threadsafe else _POLL_INTERVAL
@@ -398,4 +400,12 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     def _hand_off(self, dependencies: list[str], managers: list[str]) -> None:
         batch = self._finishing
         ids = [i for i in batch.event_ids if i is not None] if batch is not None else []
-        hand_off(self.app, dependencies, managers, settings=self.settings, event_ids=ids)
+        stamps = [p for p in batch.published_at if p is not None] if batch is not None else []
+        hand_off(
+            self.app,
+            dependencies,
+            managers,
+            settings=self.settings,
+            event_ids=ids,
+            published_at=min(stamps, default=None),
+        )

@@ -34,6 +34,7 @@ from kombu.pools import producers
 
 import depcache
 
+from . import tracing
 from .batch import PUBLISHED_AT_HEADER
 from .deferral import defer_or_send, try_defer
 from .settings import Settings
@@ -185,8 +186,32 @@ def _publish(
 ) -> None:
     conn, settings = _connection(app, broker_url)
     exchange = _exchange(settings)
+    with tracing.span(
+        f"publish {settings.exchange}",
+        "PRODUCER",
+        {
+            "messaging.system": tracing.messaging_system(str(conn.transport_cls)),
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": settings.exchange,
+            "messaging.rabbitmq.destination.routing_key": message.event,
+            "messaging.message.id": message.id,
+            "messaging.message.body.size": len(message.body),
+        },
+    ):
+        _send(message, conn, settings, exchange, retry_policy)
+
+
+def _send(
+    message: Event,
+    conn: Connection,
+    settings: Settings,
+    exchange: Exchange,
+    retry_policy: Mapping[str, Any],
+) -> None:
     now = time.time()
     headers: dict[str, Any] = {}
+    tracing.inject(headers)  # the W3C trace context, while tracing is on
     try:
         with producers[conn].acquire(block=True, timeout=30) as producer:
             assert isinstance(producer, Producer)
@@ -295,7 +320,11 @@ def invalidate_later(
     celery_app = _resolve_app(app)
 
     def send() -> None:
-        celery_app.send_task(INVALIDATE_TASK, args=[deps, names], task_id=task_id)
+        headers: dict[str, Any] = {}
+        tracing.inject(headers)  # the worker's task span continues this trace
+        celery_app.send_task(
+            INVALIDATE_TASK, args=[deps, names], task_id=task_id, headers=headers or None
+        )
 
     defer_or_send(send)
     return task_id

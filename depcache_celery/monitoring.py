@@ -11,7 +11,14 @@
   ``depcache_celery_retries_total``, ``depcache_celery_target_failures_total{manager}`` and
   ``depcache_celery_dead_letters_total{kind}``.
 - ``depcache_prometheus_port`` (``DEPCACHE_PROMETHEUS_PORT``), unset by default: when set, the
-  worker serves those metrics over HTTP on that port while it runs (needs prometheus-client).
+  worker serves those metrics over HTTP on that port while it runs (needs prometheus-client),
+  with the latency histograms of :mod:`depcache_celery.metrics` and the cache's own metrics
+  (:func:`depcache.metrics.enable`: hits, misses, invalidations per manager, ...). When
+  ``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode; the ready-made
+  worker sets up one when it serves metrics), it serves what every process of the worker
+  recorded there (prefork children included) plus the counters.
+- ``depcache_tracing`` (``DEPCACHE_TRACING``): when true, the worker makes OpenTelemetry spans
+  (:func:`depcache_celery.tracing.enable`) from its start.
 
 Both report the whole worker (:func:`depcache_celery.counters.worker_snapshot`): the main
 process, where the bus consumer counts, plus its prefork pool children, where the
@@ -31,8 +38,11 @@ from celery import Celery, bootsteps
 from celery.worker.control import Panel, inspect_command
 
 import depcache
+import depcache.metrics
 
+from . import tracing
 from .counters import COUNTERS, Stats, worker_snapshot
+from .settings import Settings
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -45,8 +55,10 @@ __all__ = [
     "PORT_SETTING",
     "PrometheusServerStep",
     "StatsCollector",
+    "TracingStep",
     "inspect_stats",
     "install_monitoring",
+    "metrics_registry",
     "prometheus_port",
     "register_prometheus",
 ]
@@ -189,7 +201,8 @@ class PrometheusServerStep(bootsteps.StartStopStep):
             return
         from prometheus_client import start_http_server  # noqa: PLC0415
 
-        self.server, _ = start_http_server(port)
+        depcache.metrics.enable()  # the cache's metrics of this worker's managers
+        self.server, _ = start_http_server(port, registry=metrics_registry())
         logger.info("depcache_celery serves Prometheus metrics on port %d", port)
 
     def stop(self, parent: Any) -> None:
@@ -205,8 +218,47 @@ class PrometheusServerStep(bootsteps.StartStopStep):
         self.stop(parent)
 
 
+def metrics_registry() -> CollectorRegistry:
+    """What the worker serves: prometheus-client's default registry (with the counters'
+    collector), or, in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), a registry of what
+    every process recorded there plus the counters."""
+    from prometheus_client import REGISTRY, CollectorRegistry  # noqa: PLC0415
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        register_prometheus()
+        return REGISTRY
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(StatsCollector())
+    return registry
+
+
+class TracingStep(bootsteps.Step):
+    """A worker bootstep enabling :mod:`depcache_celery.tracing` when ``depcache_tracing`` is
+    true (before the pool starts, so prefork children inherit it)."""
+
+    label = "depcache tracing"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        if Settings.from_conf(parent.app.conf).tracing:
+            try:
+                tracing.enable()
+            except ImportError:
+                logger.warning(
+                    "depcache_tracing is set but opentelemetry-api is not installed: pip "
+                    'install "depcache[otel]"'
+                )
+                return
+            logger.info("depcache_celery makes OpenTelemetry spans")
+
+
 def install_monitoring(app: Celery) -> None:
     """Register the Prometheus collector (if prometheus-client is installed) and ``app``'s
-    worker step serving it; the inspect command is registered on import."""
+    worker steps serving it and enabling tracing; the inspect command is registered on
+    import."""
     register_prometheus()
     app.steps["worker"].add(PrometheusServerStep)
+    app.steps["worker"].add(TracingStep)

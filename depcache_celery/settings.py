@@ -43,6 +43,11 @@ the same name in upper case is read; else the default applies.
   length, ``reject-publish`` refuses new events (``emit`` raises :class:`EmitError`, nothing is
   lost silently) and ``drop-head`` drops the oldest ones (``x-overflow``).
 
+- ``depcache_tracing`` (``DEPCACHE_TRACING``), ``false``: make OpenTelemetry spans of every
+  batch, share and task, and of the cache's invalidations (needs ``depcache[otel]`` and a
+  ``TracerProvider`` set up, e.g. in a ``DEPCACHE_SETUP`` module; see
+  :mod:`depcache_celery.tracing`).
+
 RabbitMQ refuses to declare an existing queue with other arguments (``PRECONDITION_FAILED``):
 changing the last three for an existing queue means deleting it first (or a policy, see the
 README). The Redis transport ignores them.
@@ -101,6 +106,17 @@ def _overflow(name: str, value: object) -> str:
     return str(value)
 
 
+def _bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise depcache.ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _number(kind: Callable[[str], T], *, zero: bool = False) -> Callable[[str, object], T]:
     what = "a number >= 0" if zero else "a positive number"
 
@@ -139,6 +155,7 @@ class Settings:
     queue_expires: float | None = None
     queue_max_length: int | None = None
     queue_overflow: str = "reject-publish"
+    tracing: bool = False
 
     def batch_window_for(self, driver_type: str) -> float:
         """The batch window on a broker whose kombu transport has ``driver_type`` (``"amqp"``,
@@ -181,6 +198,7 @@ class Settings:
             "queue_expires": _number(float),
             "queue_max_length": _number(int),
             "queue_overflow": _overflow,
+            "tracing": _bool,
         }
         values: dict[str, Any] = {}
         for attr, convert in converters.items():

@@ -34,7 +34,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from . import deadletter
+from . import deadletter, metrics, tracing
 from .counters import save_for_parent, stats
 from .events import EventError, Router, default_router
 from .fanout import FanoutReport, apply
@@ -80,21 +80,28 @@ def hand_off(
     attempt: int = 1,
     failing_since: float | None = None,
     event_ids: Sequence[str] = (),
+    published_at: float | None = None,
 ) -> None:
     """Send the failed share ``(dependencies, managers)`` to ``depcache.invalidate``, delayed by
     the backoff of ``attempt``; ``event_ids`` (the events it comes from) follow it into the
-    retries' log lines. Raises when the broker did not take it."""
+    retries' log lines, and ``published_at`` (the earliest event's publication) into the
+    publish-to-invalidated latency. Raises when the broker did not take it."""
     kwargs: dict[str, Any] = {
         "attempt": attempt,
         "failing_since": failing_since if failing_since is not None else time.time(),
     }
     if event_ids:
         kwargs["event_ids"] = list(event_ids)
+    if published_at is not None:
+        kwargs["published_at"] = published_at
+    headers: dict[str, Any] = {}
+    tracing.inject(headers)  # the retries continue the event's trace
     app.send_task(
         INVALIDATE_TASK,
         args=[list(dependencies), list(managers)],
         kwargs=kwargs,
         countdown=backoff(attempt, settings.retry_backoff_max),
+        headers=headers or None,
     )
 
 
@@ -113,6 +120,7 @@ def _invalidate_signature(
     attempt: int = 0,
     failing_since: float | None = None,
     event_ids: list[str] | None = None,
+    published_at: float | None = None,
 ) -> None:
     """The arguments of ``depcache.invalidate``."""
 
@@ -145,6 +153,7 @@ class InvalidateArgs:
     attempt: int
     failing_since: float | None
     event_ids: list[str]
+    published_at: float | None = None
 
     @classmethod
     def parse(cls, args: Sequence[Any], kwargs: dict[str, Any]) -> InvalidateArgs:
@@ -156,13 +165,18 @@ class InvalidateArgs:
             raise BadTaskArguments(f"attempt must be an integer >= 0, got {attempt!r}")
         if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
             raise BadTaskArguments(f"failing_since must be a Unix time, got {since!r}")
-        ids = bound["event_ids"]
+        ids, published = bound["event_ids"], bound["published_at"]
+        if published is not None and (
+            isinstance(published, bool) or not isinstance(published, (int, float))
+        ):
+            raise BadTaskArguments(f"published_at must be a Unix time, got {published!r}")
         return cls(
             dependencies=_check_list("dependencies", bound["dependencies"]),
             managers=None if managers is None else _check_list("managers", managers),
             attempt=attempt,
             failing_since=since,
             event_ids=[] if ids is None else _check_list("event_ids", ids),
+            published_at=published,
         )
 
 
@@ -284,6 +298,9 @@ class _Runtime:
                 managers=report.unknown,
                 log=log(outcome="dead-lettered"),
             )
+        for name in report.removed:
+            metrics.observe_apply(name, time.perf_counter() - started)
+            metrics.observe_invalidated(name, [call.published_at])
         if not report.errors:
             logger.info(
                 "depcache_celery: invalidated %d dependencies on %s (task %s, attempt %d)",
@@ -325,6 +342,8 @@ class _Runtime:
         retry_kwargs: dict[str, Any] = {"attempt": call.attempt + 1, "failing_since": since}
         if call.event_ids:
             retry_kwargs["event_ids"] = call.event_ids
+        if call.published_at is not None:
+            retry_kwargs["published_at"] = call.published_at
         raise task.retry(
             args=(report.dependencies, failed),
             kwargs=retry_kwargs,
@@ -354,6 +373,8 @@ class _Runtime:
             stats.add("unhandled_events")
         report = apply(deps)
         self.count(report)
+        for name in report.removed:
+            metrics.observe_apply(name, time.perf_counter() - started)
         outcome = "applied"
         if report.errors:
             hand_off(
@@ -386,6 +407,30 @@ class _Runtime:
         return report.summary()
 
 
+def _task_span(task: Task[Any, Any], name: str) -> Any:
+    """The task's ``process`` span (a no-op while tracing is off), continuing the trace its
+    sender put in the message's headers."""
+    request = task.request
+    headers: dict[str, Any] = {k: getattr(request, k, None) for k in ("traceparent", "tracestate")}
+    carried: Any = getattr(request, "headers", None)
+    if not headers["traceparent"] and isinstance(carried, dict):
+        headers = dict(carried)
+    return tracing.span(
+        f"process {name}",
+        "CONSUMER",
+        {
+            "messaging.system": "celery",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": str(
+                (getattr(request, "delivery_info", None) or {}).get("routing_key") or ""
+            ),
+            "messaging.message.id": str(getattr(request, "id", "") or ""),
+        },
+        parent=tracing.extract(headers),
+    )
+
+
 def register_tasks(app: Celery, router: Router | None = None) -> Tasks:
     """Register ``depcache.invalidate`` and ``depcache.event`` on ``app``.
 
@@ -405,11 +450,12 @@ def register_tasks(app: Celery, router: Router | None = None) -> Tasks:
     def invalidate(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, object]:
         """``depcache.invalidate(dependencies, managers=None)`` (see the module)."""
         try:
-            try:
-                call = InvalidateArgs.parse(args, kwargs)
-            except BadTaskArguments as exc:
-                raise runtime.bad_arguments(INVALIDATE_TASK, exc, args, kwargs) from None
-            return runtime.invalidate(self, call)
+            with _task_span(self, INVALIDATE_TASK):
+                try:
+                    call = InvalidateArgs.parse(args, kwargs)
+                except BadTaskArguments as exc:
+                    raise runtime.bad_arguments(INVALIDATE_TASK, exc, args, kwargs) from None
+                return runtime.invalidate(self, call)
         finally:
             save_for_parent()
 
@@ -424,11 +470,12 @@ def register_tasks(app: Celery, router: Router | None = None) -> Tasks:
     def event(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, object]:
         """``depcache.event(event, data=None, dependencies=None)`` (see the module)."""
         try:
-            try:
-                call = EventArgs.parse(args, kwargs)
-            except BadTaskArguments as exc:
-                raise runtime.bad_arguments(EVENT_TASK, exc, args, kwargs) from None
-            return runtime.event(getattr(self.request, "id", None), call)
+            with _task_span(self, EVENT_TASK):
+                try:
+                    call = EventArgs.parse(args, kwargs)
+                except BadTaskArguments as exc:
+                    raise runtime.bad_arguments(EVENT_TASK, exc, args, kwargs) from None
+                return runtime.event(getattr(self.request, "id", None), call)
         finally:
             save_for_parent()
 

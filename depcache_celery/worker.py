@@ -17,7 +17,11 @@ Configured from the environment:
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -57,6 +61,26 @@ class RefuseMemoryBroker(bootsteps.Step):
             )
 
 
+def _multiprocess_metrics() -> None:
+    """When the worker serves metrics (``DEPCACHE_PROMETHEUS_PORT``), have prometheus-client
+    record them in multiprocess mode, so prefork children's count too: a fresh directory in
+    ``PROMETHEUS_MULTIPROC_DIR`` (unless set already), before prometheus-client is imported,
+    removed when the worker exits."""
+    if not os.environ.get("DEPCACHE_PROMETHEUS_PORT") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    if "prometheus_client" in sys.modules:  # too late: it chose its mode on import
+        return
+    directory = tempfile.mkdtemp(prefix="depcache-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # not in a forked pool child
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+
+
 def make_app(*, allow_memory_broker: bool = False) -> Celery:
     """A new app configured from the environment, with depcache_celery installed.
 
@@ -70,6 +94,7 @@ def make_app(*, allow_memory_broker: bool = False) -> Celery:
         set_as_current=False,
     )
     celery_app.config_from_envvar("CELERY_CONFIG_MODULE", silent=True)
+    _multiprocess_metrics()
     conf = celery_app.conf
     defaults: dict[str, object] = {
         # imported by the worker at startup, like any module in `imports`
