@@ -4,6 +4,7 @@
     depcache dead-letters list [--limit N] [--json] [--broker URL] [--queue Q]
     depcache dead-letters replay [--limit N] [--broker URL] [--queue Q] [--exchange X]
     depcache dead-letters purge [--broker URL] [--queue Q]
+    depcache check [--setup MODULES] [--timeout S] [--broker URL] [--exchange X] [--json]
 
 ``--broker`` defaults to ``CELERY_BROKER_URL`` (else ``amqp://guest:guest@localhost:5672//``),
 ``--exchange`` and ``--queue`` to the ``DEPCACHE_EXCHANGE`` and ``DEPCACHE_DEAD_LETTER_QUEUE``
@@ -18,6 +19,12 @@ settings (else ``depcache.events`` and ``depcache.events.dead``).
   ``depcache.replay`` carrying its dependencies (invalidated on every manager: harmless where they
   were already applied). A letter that cannot be replayed stays in the queue and is reported.
 - ``dead-letters purge`` empties the queue and prints how many letters went.
+- ``check`` is the canary (:mod:`depcache_celery.canary`): it imports the setup modules
+  (``--setup``, default ``DEPCACHE_SETUP``, as the worker does), writes a probe entry on every
+  manager they register, emits a probe event and waits up to ``--timeout`` seconds (default
+  30) for the worker to invalidate it everywhere. It prints the latency per manager and exits
+  0 when every one was reached, 1 when one was missed (or the broker failed), 2 for bad
+  arguments: a healthcheck.
 
 Registered on the ``depcache`` command through the ``depcache.commands`` entry point.
 """
@@ -26,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +51,7 @@ from kombu.utils.imports import symbol_by_name
 import depcache
 from depcache.config import mask_url
 
+from . import canary
 from .deadletter import dead_letter_queue
 from .emit import EmitError, build_event, emit
 from .settings import DEFAULT_BROKER_URL, Settings
@@ -285,6 +295,96 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- check -----------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    """The canary (see the module's docstring)."""
+    modules = _setup_modules(args.setup)
+    if not modules:
+        raise depcache.ConfigError(
+            "depcache check needs the worker's setup modules: --setup or DEPCACHE_SETUP"
+        )
+    _import_setup(modules)
+    managers = depcache.registered_managers()
+    if not managers:
+        raise depcache.ConfigError(f"the setup modules {', '.join(modules)} register no manager")
+    url = _broker(args)
+    settings = _settings(args)
+    app = Celery("depcache-check", broker=url, set_as_current=False)
+    app.conf.update(_conf(args))
+
+    def send(probe_id: str, dependencies: list[str]) -> None:
+        try:
+            emit(
+                args.event,
+                {},
+                id=probe_id,
+                dependencies=dependencies,
+                app=app,
+                broker_url=url,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+            )
+        except EmitError as exc:
+            raise depcache.BackendError(str(exc)) from exc
+
+    report = canary.check(managers, send, timeout=args.timeout)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "probe_id": report.probe_id,
+                    "targets": {
+                        t.manager: {"latency_ms": _ms(t.latency), "error": t.error, "at": t.where}
+                        for t in report.targets
+                    },
+                }
+            )
+        )
+    else:
+        width = max(len(t.manager) for t in report.targets)
+        for target in report.targets:
+            state = f"ok  {_ms(target.latency):8.1f} ms" if target.ok else "MISSED"
+            detail = f"  {target.error}" if target.error else ""
+            print(f"{target.manager.ljust(width)}  {state}  {target.where}{detail}")
+        missed = [t.manager for t in report.targets if not t.ok]
+        print(
+            f"probe {report.probe_id} via exchange {settings.exchange!r} on {_safe(url)}: "
+            + (f"missed on {', '.join(missed)}" if missed else "every manager reached")
+        )
+    return 0 if report.ok else 1
+
+
+def _ms(seconds: float | None) -> float:
+    return round(seconds * 1000, 1) if seconds is not None else float("nan")
+
+
+def _setup_modules(value: str | None) -> tuple[str, ...]:
+    raw = os.environ.get("DEPCACHE_SETUP", "") if value is None else value
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _import_setup(modules: tuple[str, ...]) -> None:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise depcache.ConfigError(
+                f"setup module {module!r} cannot be imported: {exc}"
+            ) from exc
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -333,3 +433,26 @@ def register(commands: Any) -> None:
     purge = actions.add_parser("purge", parents=[common], help="delete every dead letter")
     purge.add_argument("--queue", help=queue_help)
     purge.set_defaults(run=cmd_purge)
+
+    probe = commands.add_parser(
+        "check", parents=[common], help="send a probe through the worker to every manager"
+    )
+    probe.add_argument(
+        "--setup",
+        metavar="MODULES",
+        help="comma-separated modules creating the managers (default: $DEPCACHE_SETUP)",
+    )
+    probe.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=canary.DEFAULT_TIMEOUT,
+        help=f"seconds to wait for every manager (default {canary.DEFAULT_TIMEOUT:g})",
+    )
+    probe.add_argument("--exchange", help="the topic exchange (default: $DEPCACHE_EXCHANGE)")
+    probe.add_argument(
+        "--event",
+        default=canary.PROBE_EVENT,
+        help=f"the probe's event name and routing key (default {canary.PROBE_EVENT})",
+    )
+    probe.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    probe.set_defaults(run=cmd_check)
