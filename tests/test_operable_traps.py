@@ -105,7 +105,7 @@ def test_a_memory_broker_is_allowed_when_asked_for_in_process() -> None:
     assert RefuseMemoryBroker in make_app().steps["worker"]
 
 
-# --- dead letters: reading never creates a queue ---------------------------------------------------
+# --- dead letters: reading never creates a queue --------------------------------------------------
 
 
 def test_dead_letters_list_on_a_missing_queue_fails_and_creates_nothing(
@@ -176,7 +176,7 @@ def test_an_expired_retry_is_not_logged_as_succeeded(
     assert not any("succeeded" in line for line in lines), lines
 
 
-# --- managers: a second config, or a name nobody registered, is said out loud ----------------------
+# --- managers: a second config, or a name nobody registered, is said out loud ---------------------
 
 
 def test_registering_a_name_again_with_another_config_warns_naming_both(prefix: str) -> None:
@@ -220,7 +220,7 @@ def test_a_decorator_naming_an_unregistered_manager_warns(prefix: str) -> None:
         typo()
 
 
-# --- the depcache command ----------------------------------------------------------------------------
+# --- the depcache command -------------------------------------------------------------------------
 
 SETUP = """
 import os
@@ -313,7 +313,7 @@ def test_cli_and_producer_name_a_bad_broker_or_bad_json_without_a_traceback() ->
     assert "Traceback" not in producer.stderr
 
 
-# --- the bus: dependencies need no data; queues can expire or be bounded -------------------------
+# --- the bus: dependencies need no data; queues can expire or be bounded --------------------------
 
 
 def test_a_bus_message_with_dependencies_needs_no_data() -> None:

@@ -37,7 +37,9 @@ def _router() -> Router:
 
 
 def _records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name.startswith("depcache_celery") and text in r.getMessage()]
+    return [
+        r for r in caplog.records if r.name.startswith("depcache_celery") and text in r.getMessage()
+    ]
 
 
 def test_a_batch_logs_one_info_line_with_the_fields_of_its_event(
