@@ -20,6 +20,9 @@
 - ``depcache_tracing`` (``DEPCACHE_TRACING``): when true, the worker makes OpenTelemetry spans
   (:func:`depcache_celery.tracing.enable`) from its start.
 
+Both are turned on when the worker starts (Celery's ``worker_init`` signal, before the pool
+forks, so prefork children inherit them).
+
 Both report the whole worker (:func:`depcache_celery.counters.worker_snapshot`): the main
 process, where the bus consumer counts, plus its prefork pool children, where the
 ``depcache.invalidate`` and ``depcache.event`` tasks count (each child saves its counters after
@@ -31,10 +34,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from celery.worker.control import Panel, inspect_command
 
 import depcache
@@ -55,7 +59,7 @@ __all__ = [
     "PORT_SETTING",
     "PrometheusServerStep",
     "StatsCollector",
-    "TracingStep",
+    "enable_observability",
     "inspect_stats",
     "install_monitoring",
     "metrics_registry",
@@ -235,30 +239,45 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
-class TracingStep(bootsteps.Step):
-    """A worker bootstep enabling :mod:`depcache_celery.tracing` when ``depcache_tracing`` is
-    true (before the pool starts, so prefork children inherit it)."""
+_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 
-    label = "depcache tracing"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        if Settings.from_conf(parent.app.conf).tracing:
-            try:
-                tracing.enable()
-            except ImportError:
-                logger.warning(
-                    "depcache_tracing is set but opentelemetry-api is not installed: pip "
-                    'install "depcache[otel]"'
-                )
-                return
-            logger.info("depcache_celery makes OpenTelemetry spans")
+def enable_observability(conf: Mapping[str, Any]) -> None:
+    """What a worker of an app with depcache_celery installed turns on, from its settings: the
+    cache's metrics (:func:`depcache.metrics.enable`) when it serves Prometheus metrics, and
+    tracing (:func:`depcache_celery.tracing.enable`) when ``depcache_tracing`` is true."""
+    if prometheus_port(conf) is not None:
+        try:
+            depcache.metrics.enable()  # the cache's metrics of this worker's managers
+        except ImportError:
+            logger.warning("%s is set but prometheus-client is not installed", PORT_SETTING)
+    if Settings.from_conf(conf).tracing:
+        try:
+            tracing.enable()
+        except ImportError:
+            logger.warning(
+                "depcache_tracing is set but opentelemetry-api is not installed: pip install "
+                '"depcache[otel]"'
+            )
+            return
+        logger.info("depcache_celery makes OpenTelemetry spans")
+
+
+@signals.worker_init.connect(weak=False)
+def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    """Before the worker's pool starts (so prefork children inherit it)."""
+    app = getattr(sender, "app", None)
+    if app is not None and app in _apps:
+        try:
+            enable_observability(app.conf)
+        except Exception:
+            logger.exception("depcache_celery: could not turn on metrics or tracing")
 
 
 def install_monitoring(app: Celery) -> None:
     """Register the Prometheus collector (if prometheus-client is installed) and ``app``'s
-    worker steps serving it and enabling tracing; the inspect command is registered on
-    import."""
+    worker step serving it; its workers turn on metrics and tracing as their settings say
+    (:func:`enable_observability`); the inspect command is registered on import."""
     register_prometheus()
     app.steps["worker"].add(PrometheusServerStep)
-    app.steps["worker"].add(TracingStep)
+    _apps.add(app)

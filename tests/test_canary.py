@@ -74,7 +74,13 @@ def test_check_passes_with_a_running_worker_and_fails_once_it_stopped(
             check=False,
         )
 
-    worker = start_worker_process(tmp_path, "depcache_celery.worker", env, "worker.log")
+    worker = start_worker_process(
+        tmp_path,
+        "depcache_celery.worker",
+        env,
+        "worker.log",
+        *("--pool", "solo", "--hostname", f"canary-{names.uid}@%h"),
+    )
     try:
         # the worker is up once a probe goes through (its first start takes a few seconds)
         deadline = time.monotonic() + 60

@@ -141,6 +141,7 @@ def worker(
             [
                 *(sys.executable, "-m", "celery", "-A", "depcache_celery.worker", "worker"),
                 *("--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"),
+                *("--hostname", f"obs-{names.uid}@%h"),  # its own remote-control queue
                 *("--without-mingle", "--without-gossip", "--without-heartbeat"),
             ],
             env=env,
