@@ -27,6 +27,7 @@ from .decorator import async_cache_with_deps, cache_with_deps
 from .errors import (
     BackendError,
     ConfigError,
+    ConfigWarning,
     DepCacheError,
     InvalidationError,
     SerializationError,
@@ -58,6 +59,7 @@ __all__ = [
     "CacheManager",
     "ConfigBase",
     "ConfigError",
+    "ConfigWarning",
     "DepCacheError",
     "FakeAsyncCacheBackend",
     "FakeCacheBackend",

@@ -1,12 +1,17 @@
 """The ``depcache`` command: watch, invalidate and inspect caches from a shell.
 
     depcache watch [--url URL] [--cluster] [--prefix P] [--json] [--count N]
-    depcache invalidate DEP [DEP ...] [--url URL] [--cluster] [--prefix P]
-    depcache stats [--url URL] [--cluster] [--prefix P] [--json]
+    depcache invalidate DEP [DEP ...] [--setup MODULES | --url URL [--cluster] --prefix P]
+    depcache stats [--url URL] [--cluster] [--prefix P] [--json] [--progress N]
 
 ``--url`` defaults to ``REDIS_URL`` (else ``redis://localhost:6379/0``), ``--prefix`` to
-``DEP_CACHE_PREFIX`` (else ``cache``). Exit status: 0 on success, 1 when Redis (or a broker)
-fails, 2 for bad arguments.
+``DEP_CACHE_PREFIX`` (else ``cache``). ``invalidate`` with ``--setup`` (default
+``DEPCACHE_SETUP``, as the worker reads it) imports those modules and invalidates on every cache
+manager they register, wherever each lives; without it, on the one prefix. Either way, a prefix
+that holds nothing and was never invalidated (no manager uses it, a typo?) is reported on
+stderr with the prefixes that are in use there. ``stats`` names the prefix it reads, and shows
+its progress on stderr every ``--progress`` keys. Exit status: 0 on success, 1 when Redis (or a
+broker) fails, 2 for bad arguments.
 
 Other installed packages add subcommands through the entry-point group ``depcache.commands``:
 each entry point names a function ``register(commands)`` that adds parsers to the
@@ -19,11 +24,12 @@ returns the exit status and raises :class:`~depcache.errors.ConfigError` for bad
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any, cast
 
@@ -34,8 +40,9 @@ from .announce import channel_for, parse_message
 from .backends.cluster import create_cluster_client
 from .backends.redis_client import backend_errors, create_sync_client
 from .config import RedisConfig
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, InvalidationError
 from .manager import CacheManager
+from .registry import invalidate, registered_managers
 
 __all__ = ["main"]
 
@@ -98,21 +105,126 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(value: str | None) -> tuple[str, ...]:
+    raw = os.environ.get("DEPCACHE_SETUP", "") if value is None else value
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _import_setup(modules: Iterable[str]) -> None:
+    """Import the setup modules (from the working directory too, as the worker does)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"setup module {module!r} cannot be imported: {exc}") from exc
+
+
+def _in_use(config: RedisConfig) -> bool:
+    """Whether anything lives under the prefix: its epoch (it was invalidated) or an entry."""
+    client = _client(config)
+    with backend_errors(config):
+        if client.exists(f"{config.prefix}:epoch"):
+            return True
+        return any(True for _ in client.scan_iter(match=f"{config.prefix}:k:*", count=1000))
+
+
+def known_prefixes(config: RedisConfig, limit: int = 20) -> list[str]:
+    """Prefixes in use on the server of ``config``: those with an epoch (invalidated at least
+    once), at most ``limit``, sorted."""
+    client = _client(config)
+    found: set[str] = set()
+    with backend_errors(config):
+        for raw in client.scan_iter(match="*:epoch", count=1000):
+            key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            found.add(key[: -len(":epoch")])
+            if len(found) >= limit:
+                break
+    return sorted(found)
+
+
+def _report_unused(config: RedisConfig) -> None:
+    others = [p for p in known_prefixes(config) if p != config.prefix]
+    print(
+        f"depcache: prefix {config.prefix!r} on {config.safe_url} holds no entry and was never "
+        "invalidated: no cache manager seems to use it. Prefixes in use there: "
+        f"{', '.join(map(repr, others)) or 'none'} (pass --prefix, or --setup with the modules "
+        "that create your managers)",
+        file=sys.stderr,
+    )
+
+
 def cmd_invalidate(args: argparse.Namespace) -> int:
-    """Invalidate dependencies on one prefix and print how many entries went."""
+    """Invalidate dependencies on every manager of the setup modules, or on one prefix, and
+    print how many entries went where."""
+    modules = _setup(args.setup) if args.prefix is None and args.url is None else ()
+    if args.setup and (args.prefix is not None or args.url is not None):
+        raise ConfigError("--setup invalidates on your managers: give it, or --url/--prefix")
+    if not modules:
+        return _invalidate_prefix(args)
+    _import_setup(modules)
+    managers = registered_managers()
+    if not managers:
+        raise ConfigError(f"the setup modules {', '.join(modules)} register no cache manager")
+    unused = {
+        name: not _in_use(m.config)
+        for name, m in managers.items()
+        if isinstance(m.config, RedisConfig)
+    }
+    try:
+        report = invalidate(*args.dependencies)
+    except InvalidationError as exc:
+        report = exc.report
+    for name, manager in sorted(managers.items()):
+        where = f"prefix {manager.prefix!r} on {_where(manager.config)}"
+        if name in report.errors:
+            print(f"manager {name!r} ({where}) failed: {report.errors[name]}", file=sys.stderr)
+            continue
+        print(f"{report.removed.get(name, 0)} entries removed from manager {name!r} ({where})")
+        if not report.removed.get(name) and unused.get(name):
+            assert isinstance(manager.config, RedisConfig)
+            _report_unused(manager.config)
+    return 1 if report.errors else 0
+
+
+def _where(config: object) -> str:
+    return str(getattr(config, "safe_url", "memory"))
+
+
+def _invalidate_prefix(args: argparse.Namespace) -> int:
     config = _config(args)
+    unused = not _in_use(config)
     manager = CacheManager(config)
-    removed = manager.invalidate_dependencies(*args.dependencies)
+    try:
+        removed = manager.invalidate_dependencies(*args.dependencies)
+    finally:
+        manager.close()
     print(f"{removed} entries removed from {config.prefix!r} on {config.safe_url}")
-    manager.close()
+    if not removed and unused:
+        _report_unused(config)
     return 0
 
 
-def _stats(config: RedisConfig) -> dict[str, Any]:
+_MEMORY_BATCH = 1000
+
+
+def _stats(config: RedisConfig, progress: int = 0) -> dict[str, Any]:
     client = _client(config)
     prefix = config.prefix
     counts = {"entries": 0, "dependency_indexes": 0, "invalidation_markers": 0, "other": 0}
     memory = 0
+    scanned = 0
+    batch: list[bytes] = []
+
+    def weigh() -> int:
+        pipe = client.pipeline(transaction=False) if not config.cluster else None
+        if pipe is None:  # a cluster routes each key to its node
+            return sum(int(client.memory_usage(key) or 0) for key in batch)
+        for key in batch:
+            pipe.memory_usage(key)
+        return sum(int(size or 0) for size in pipe.execute())
+
     with backend_errors(config):
         for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
             key = raw.decode("utf-8", "replace")
@@ -125,19 +237,40 @@ def _stats(config: RedisConfig) -> dict[str, Any]:
                 counts["invalidation_markers"] += 1
             else:
                 counts["other"] += 1
-            memory += int(client.memory_usage(raw) or 0)
+            batch.append(raw)
+            if len(batch) >= _MEMORY_BATCH:
+                memory += weigh()
+                batch.clear()
+            scanned += 1
+            if progress and scanned % progress == 0:
+                print(f"... {scanned:,} keys of {prefix!r} read", file=sys.stderr, flush=True)
+        if batch:
+            memory += weigh()
     return {"prefix": prefix, "url": config.safe_url, **counts, "memory_bytes": memory}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print what a prefix holds: entries, dependency indexes, markers, memory."""
-    stats = _stats(_config(args))
+    config = _config(args)
+    source = (
+        "--prefix"
+        if args.prefix
+        else ("$DEP_CACHE_PREFIX" if os.environ.get("DEP_CACHE_PREFIX") else "the default")
+    )
+    print(
+        f"reading prefix {config.prefix!r} ({source}) on {config.safe_url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stats = _stats(config, args.progress)
     if args.json:
         print(json.dumps(stats))
     else:
         width = max(len(k) for k in stats)
         for name, value in stats.items():
             print(f"{name.ljust(width)}  {value}")
+    if not any(stats[k] for k in ("entries", "dependency_indexes", "invalidation_markers")):
+        _report_unused(config)
     return 0
 
 
@@ -157,11 +290,24 @@ def _parser() -> argparse.ArgumentParser:
     inval = commands.add_parser("invalidate", parents=[common], help="invalidate dependencies")
     inval.add_argument("dependencies", nargs="+", metavar="DEP")
     inval.add_argument("--prefix", help="the manager's prefix (default: $DEP_CACHE_PREFIX)")
+    inval.add_argument(
+        "--setup",
+        metavar="MODULES",
+        help="comma-separated modules creating your managers: invalidate on every one of them "
+        "(default: $DEPCACHE_SETUP, as the worker reads it)",
+    )
     inval.set_defaults(run=cmd_invalidate)
 
     stats = commands.add_parser("stats", parents=[common], help="show what a prefix holds")
     stats.add_argument("--prefix", help="the manager's prefix (default: $DEP_CACHE_PREFIX)")
     stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument(
+        "--progress",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="report progress on stderr every N keys (default 10000, 0: never)",
+    )
     stats.set_defaults(run=cmd_stats)
     _add_plugins(commands)
     return parser

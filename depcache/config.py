@@ -334,6 +334,15 @@ class RedisConfig(ConfigBase):
             )
         if parts.scheme != "unix" and not parts.hostname:
             raise ConfigError(f"Redis URL {self.safe_url!r} names no host")
+        # after the last "@", as mask_url reads it: a password may hold an unquoted "/"
+        hostpart = self.url.partition("://")[2].rpartition("@")[2]
+        database = hostpart.partition("/")[2].partition("?")[0].strip("/")
+        database = database if parts.scheme != "unix" else ""
+        if database and not database.isdigit():
+            raise ConfigError(
+                f"Redis URL {self.safe_url!r}: the path must be a database number "
+                f"(redis://host:6379/0), got {database!r}"
+            )
         if self.socket_timeout is not None and self.socket_timeout <= 0:
             raise ConfigError(f"socket_timeout must be positive, got {self.socket_timeout!r}")
         if self.max_connections < 1:

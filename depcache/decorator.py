@@ -8,11 +8,13 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from . import observe
 from .context import validate_ttl
 from .drivers import run_async, run_sync
+from .errors import ConfigWarning
 from .flow import local_hit
 from .keys import KeyTemplate
-from .registry import get_or_create_cache_manager, registry_generation
+from .registry import get_or_create_cache_manager, registered_managers, registry_generation
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["CallSpec", "async_cache_with_deps", "cache_with_deps"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+observing = observe.state
 
 
 class CallSpec:
@@ -73,7 +77,18 @@ class CallSpec:
             return self.explicit_manager
         generation = registry_generation()
         if self._generation != generation or self._manager is None:
-            self._manager = get_or_create_cache_manager(self.name)
+            if self.name is not None and self.name not in registered_managers():
+                self._manager = get_or_create_cache_manager(self.name)
+                warnings.warn(
+                    f"{self.func.__qualname__} is cached by manager {self.name!r}, which no "
+                    "get_or_create_cache_manager() call registered: created it from the "
+                    f"environment, {self._manager.config!r} (registered: "
+                    f"{', '.join(sorted(registered_managers())) or 'none'})",
+                    ConfigWarning,
+                    stacklevel=3,
+                )
+            else:
+                self._manager = get_or_create_cache_manager(self.name)
             self._generation = generation
         return self._manager
 
@@ -165,6 +180,10 @@ def cache_with_deps(
                 if not manager.enabled:
                     return await func(*args, **kwargs)
                 key = template.key(args, kwargs)
+                if observing.on:  # metrics or tracing installed (see depcache.observe)
+                    return await observe.call_async(
+                        spec, manager, key, lambda: run_async(spec, manager, key, args, kwargs)
+                    )
                 if manager.l1 is not None:  # the in-process cache first
                     local = local_hit(spec, manager, key)
                     if local is not None:
@@ -181,6 +200,10 @@ def cache_with_deps(
             if not manager.enabled:
                 return func(*args, **kwargs)
             key = template.key(args, kwargs)
+            if observing.on:  # metrics or tracing installed (see depcache.observe)
+                return observe.call_sync(
+                    spec, manager, key, lambda: run_sync(spec, manager, key, args, kwargs)
+                )
             if manager.l1 is not None:  # the in-process cache first
                 local = local_hit(spec, manager, key)
                 if local is not None:

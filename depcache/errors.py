@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendError",
     "ConfigError",
+    "ConfigWarning",
     "DepCacheError",
     "InvalidationError",
     "SerializationError",
@@ -24,6 +25,12 @@ class DepCacheError(Exception):
 
 class ConfigError(DepCacheError, ValueError):
     """A configuration value (argument or environment variable) is invalid."""
+
+
+class ConfigWarning(UserWarning):
+    """A setup that works but probably not as meant: a manager registered again with another
+    configuration (the first one is kept), or a decorator naming a manager nobody registered
+    (one is created from the environment)."""
 
 
 class BackendError(DepCacheError):

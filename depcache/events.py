@@ -4,6 +4,10 @@ Callbacks receive a :class:`CacheEvent`. Sync operations run sync callbacks; asy
 run sync callbacks and await async ones (an async callback cannot run from a sync operation
 and is skipped there with a log line). A failing callback is logged (unless
 ``callback_error_silent``) and never breaks the cache operation.
+
+:func:`observe_all` registers a callback on every manager of the process, those made later
+included (what :mod:`depcache.observe` uses for metrics and tracing); events then carry their
+manager's name.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-__all__ = ["CacheCallback", "CacheEvent", "CacheEventType", "EventEmitter", "StatsCollector"]
+__all__ = [
+    "CacheCallback",
+    "CacheEvent",
+    "CacheEventType",
+    "EventEmitter",
+    "StatsCollector",
+    "observe_all",
+    "unobserve_all",
+]
 
 logger = logging.getLogger("depcache")
 
@@ -30,6 +43,11 @@ class CacheEventType(Enum):
     DELETE = "delete"
     INVALIDATE = "invalidate"
     CLEAR = "clear"
+    REFUSED = "refused"
+    """A decorated call's result was not stored: a dependency was invalidated meanwhile."""
+    ERROR = "error"
+    """A backend or serialization error in a decorated call (``value`` is the error), raised
+    or, with ``silent_backend_errors``, logged."""
 
 
 @dataclass
@@ -43,22 +61,49 @@ class CacheEvent:
     dependencies: set[str] | None = None
     ttl: float | None = None
     count: int | None = None
+    manager: str | None = None
+    """The name of the manager the event is about (set when dispatched)."""
 
 
 CacheCallback = Callable[[CacheEvent], Any]
 
+_observers: list[CacheCallback] = []
+_emitters: weakref.WeakSet[EventEmitter] = weakref.WeakSet()
+
+
+def observe_all(callback: CacheCallback) -> None:
+    """Call ``callback`` (sync) on every event of every manager of the process, those made
+    later included, after the manager's own callbacks."""
+    if callback not in _observers:
+        _observers.append(callback)
+    for emitter in list(_emitters):
+        emitter._refresh()
+
+
+def unobserve_all(callback: CacheCallback) -> bool:
+    """Remove a callback added with :func:`observe_all`; return whether it was there."""
+    found = callback in _observers
+    if found:
+        _observers.remove(callback)
+    for emitter in list(_emitters):
+        emitter._refresh()
+    return found
+
 
 class EventEmitter:
-    """Callbacks by event type; ``active`` is False while none is registered (fast path)."""
+    """Callbacks by event type; ``active`` is False while none is registered (fast path).
+    ``name`` is the manager's, given to the events it dispatches."""
 
-    def __init__(self, silent: bool = False) -> None:
+    def __init__(self, silent: bool = False, name: str | None = None) -> None:
         self.silent = silent
+        self.name = name
         self._callbacks: dict[CacheEventType, list[CacheCallback]] = {t: [] for t in CacheEventType}
         self._global: list[CacheCallback] = []
-        self.active = False
+        self.active = bool(_observers)
+        _emitters.add(self)
 
     def _refresh(self) -> None:
-        self.active = bool(self._global) or any(self._callbacks.values())
+        self.active = bool(self._global or _observers) or any(self._callbacks.values())
 
     def on(self, event_type: CacheEventType, callback: CacheCallback) -> None:
         """Call ``callback`` on every event of ``event_type``."""
@@ -96,6 +141,7 @@ class EventEmitter:
     def _targets(self, event_type: CacheEventType) -> Iterator[CacheCallback]:
         yield from self._callbacks[event_type]
         yield from self._global
+        yield from _observers
 
     def _failed(self, callback: CacheCallback) -> None:
         if not self.silent:
@@ -103,6 +149,8 @@ class EventEmitter:
 
     def emit(self, event: CacheEvent) -> None:
         """Run the sync callbacks for ``event``."""
+        if event.manager is None:
+            event.manager = self.name
         for callback in self._targets(event.event_type):
             if inspect.iscoroutinefunction(callback):
                 logger.warning(
@@ -118,6 +166,8 @@ class EventEmitter:
 
     async def aemit(self, event: CacheEvent) -> None:
         """Run the sync callbacks and await the async ones for ``event``."""
+        if event.manager is None:
+            event.manager = self.name
         for callback in self._targets(event.event_type):
             try:
                 result = callback(event)
@@ -137,6 +187,8 @@ class StatsCollector:
         CacheEventType.DELETE: "deletes",
         CacheEventType.INVALIDATE: "invalidations",
         CacheEventType.CLEAR: "clears",
+        CacheEventType.REFUSED: "refused",
+        CacheEventType.ERROR: "errors",
     }
 
     def __init__(self) -> None:

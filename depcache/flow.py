@@ -204,6 +204,8 @@ def _look_up(
             try:
                 blob, epoch = yield Lookup(key)
             except Exception as exc:
+                if manager.events.active:
+                    yield _event(CacheEventType.ERROR, key, value=exc)
                 if not spec.silent:
                     raise
                 logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
@@ -327,6 +329,8 @@ def _store(
         else:
             blob = encode_exception(manager.serializer, outcome, frame.dependencies, epoch)
     except SerializationError as exc:
+        if manager.events.active:
+            yield _event(CacheEventType.ERROR, key, value=exc)
         if not spec.silent:
             raise
         logger.warning("depcache: %s not stored: %s", key, exc)
@@ -335,12 +339,16 @@ def _store(
     try:
         stored = bool((yield Store(key, blob, frame.ttl, deps, epoch)))
     except Exception as exc:
+        if manager.events.active:
+            yield _event(CacheEventType.ERROR, key, value=exc)
         if not spec.silent:
             raise
         logger.warning("depcache store failed for %s: %s", key, exc)
         return False
     if not stored:
         logger.debug("depcache: %s not stored, a dependency was invalidated meanwhile", key)
+        if manager.events.active:
+            yield _event(CacheEventType.REFUSED, key, dependencies=set(deps))
     elif manager.events.active:
         value = outcome if ok else None
         yield _event(CacheEventType.SET, key, value=value, dependencies=set(deps), ttl=frame.ttl)

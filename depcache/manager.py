@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from . import observe
 from .announce import Announcer
 from .backends.base import AsyncCacheBackend, CacheBackend
 from .config import ConfigBase
@@ -56,7 +57,7 @@ class CacheManager:
         self._name = name
         self.serializer = serializer or serializer_from_config(config)
         self.backend, self.async_backend = pair_backends(config, backend, async_backend)
-        self.events = EventEmitter(silent=config.callback_error_silent)
+        self.events = EventEmitter(silent=config.callback_error_silent, name=self.name)
         announcer = Announcer(self.name, self.prefix)
         #: The Redis pub/sub channel on which every invalidation of this manager is announced
         #: (see ``depcache.announce`` for the message schema).
@@ -187,6 +188,11 @@ class CacheManager:
         deps = _check_deps(dependencies)
         if not self.enabled or not deps:
             return 0
+        if observe.state.on:  # metrics or tracing installed
+            return observe.invalidation_sync(self, deps, lambda: self._invalidate(deps))
+        return self._invalidate(deps)
+
+    def _invalidate(self, deps: list[str]) -> int:
         count = self.backend.invalidate_dependencies(deps)
         if self.l1 is not None:  # at once; the announcement echoes back later
             self.l1.invalidate(deps)
@@ -277,6 +283,11 @@ class CacheManager:
         deps = _check_deps(dependencies)
         if not self.enabled or not deps:
             return 0
+        if observe.state.on:  # metrics or tracing installed
+            return await observe.invalidation_async(self, deps, lambda: self._ainvalidate(deps))
+        return await self._ainvalidate(deps)
+
+    async def _ainvalidate(self, deps: list[str]) -> int:
         count = await self.async_backend.invalidate_dependencies(deps)
         if self.l1 is not None:
             self.l1.invalidate(deps)

@@ -12,13 +12,14 @@ import asyncio
 import contextvars
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .config import ConfigBase, RedisConfig
-from .errors import InvalidationError, UnknownManagerError
+from .errors import ConfigWarning, InvalidationError, UnknownManagerError
 from .manager import CacheManager
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ def get_or_create_cache_manager(
 ) -> CacheManager:
     """Return the manager registered as ``name``, creating and registering it if needed.
 
-    If a manager with that name exists, it is returned and the other arguments are ignored.
+    If a manager with that name exists, it is returned and the other arguments are ignored;
+    when ``config`` differs from that manager's configuration, a :class:`ConfigWarning` names
+    both (credentials masked), since the caller will not get the cache it described.
     ``name`` defaults to ``config.prefix`` (``DEP_CACHE_PREFIX``, default ``cache``). Without
     ``config``, a new manager gets a configuration from the environment whose prefix is
     ``name``: a Redis one, or an in-memory one with ``DEP_CACHE_BACKEND=memory``.
@@ -66,6 +69,13 @@ def get_or_create_cache_manager(
     with _lock:
         key = name if name is not None else (config.prefix if config else ConfigBase().prefix)
         manager = _managers.get(key)
+        if manager is not None and config is not None and not same_config(manager.config, config):
+            warnings.warn(
+                f"cache manager {key!r} is already registered with {manager.config!r}; "
+                f"returning it, not one with {config!r}",
+                ConfigWarning,
+                stacklevel=2,
+            )
         if manager is None:
             if config is None:
                 source = backend or async_backend
@@ -73,6 +83,17 @@ def get_or_create_cache_manager(
             manager = CacheManager(config, name=key, backend=backend, async_backend=async_backend)
             _managers[key] = manager
         return manager
+
+
+def same_config(a: ConfigBase, b: ConfigBase) -> bool:
+    """Whether two configurations describe the same cache (same type, settings and URL)."""
+    if a is b:
+        return True
+    return (
+        type(a) is type(b)
+        and a.to_dict() == b.to_dict()
+        and getattr(a, "url", None) == getattr(b, "url", None)
+    )
 
 
 def registered_managers() -> dict[str, CacheManager]:

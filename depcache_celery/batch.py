@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.message import Message
 
-from . import deadletter
+from . import deadletter, metrics, tracing
 from .counters import Stats, stats
 from .events import EventError, Router
 from .fanout import FanoutReport, apply, unique
+from .logfields import fields
 from .messages import BadMessage, parse_message
 
 __all__ = ["Batch", "BatchOutcome", "BatchProcessor", "Lanes"]
@@ -63,14 +65,55 @@ class BatchOutcome:
     handed_off: list[str] = field(default_factory=list)
 
 
+PUBLISHED_AT_HEADER = "x-depcache-published-at"
+"""The header ``emit`` stamps with the Unix time of publication (seconds, a float): what the
+worker measures publish-to-invalidated from (else the AMQP ``timestamp``, in whole seconds)."""
+
+
+def published_at(message: Message) -> float | None:
+    """When ``message`` was published (Unix seconds), if its producer said so."""
+    headers: Any = message.headers or {}
+    stamp: Any = headers.get(PUBLISHED_AT_HEADER)
+    if stamp is None:
+        properties: Any = message.properties or {}
+        stamp = properties.get("timestamp")
+    if hasattr(stamp, "timestamp"):  # a datetime, as py-amqp decodes the AMQP timestamp
+        stamp = stamp.timestamp()
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and stamp > 0:
+        return float(stamp)
+    return None
+
+
 @dataclass
 class Batch:
     """A batch after :meth:`BatchProcessor.prepare`: its valid messages, still unacknowledged,
-    and the de-duplicated union of their dependencies."""
+    the de-duplicated union of their dependencies, and per message its event id, routing key
+    and publication time (for logs, metrics and traces)."""
 
     messages: list[Message]
     dependencies: list[str]
     outcome: BatchOutcome
+    event_ids: list[str | None] = field(default_factory=list)
+    routing_keys: list[str | None] = field(default_factory=list)
+    published_at: list[float | None] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    span: Any = None
+    """The batch's ``process`` span while tracing is on (see :mod:`depcache_celery.tracing`)."""
+
+    def log_fields(self, **more: Any) -> dict[str, Any]:
+        """The ``extra=`` of this batch's log lines (see :mod:`depcache_celery.logfields`)."""
+        return fields(
+            event_ids=self.event_ids,
+            routing_keys=self.routing_keys,
+            dependency_count=len(self.dependencies),
+            duration=time.perf_counter() - self.started,
+            **more,
+        )
+
+
+def _routing_key(message: Message) -> str | None:
+    key = (message.delivery_info or {}).get("routing_key")
+    return key if isinstance(key, str) else None
 
 
 def _body(message: Message) -> bytes | str:
@@ -110,6 +153,9 @@ class BatchProcessor:
         ack_many: AckManyFn | None = None,
     ) -> None:
         self._ack_many = ack_many
+        #: for the spans' messaging attributes: the queue consumed, and the broker's kind
+        self.destination = ""
+        self.system = ""
         self._router = router
         self._dead_letter = dead_letter
         self._hand_off = hand_off
@@ -130,7 +176,11 @@ class BatchProcessor:
         report: FanoutReport | None = None
         if batch.dependencies:
             try:
+                started = time.perf_counter()
                 report = self._apply(batch.dependencies)
+                for name in report.removed:
+                    metrics.observe_apply(name, time.perf_counter() - started)
+                    metrics.observe_invalidated(name, batch.published_at)
             except Exception as exc:  # a bug of ours: never let it stop the consumer
                 logger.exception("depcache_celery: batch of %d message(s) failed", len(messages))
                 for message in batch.messages:
@@ -152,11 +202,15 @@ class BatchProcessor:
             per_message: list[list[str]] = []
             router = self.router
             for message in messages:
-                deps = self._route(router, message, outcome)
+                routed = self._route(router, message, outcome)
                 pending.remove(message)
-                if deps is None:
+                if routed is None:
                     continue
+                deps, event_id = routed
                 batch.messages.append(message)
+                batch.event_ids.append(event_id)
+                batch.routing_keys.append(_routing_key(message))
+                batch.published_at.append(published_at(message))
                 per_message.append(deps)
             batch.dependencies = unique(dep for deps in per_message for dep in deps)
             outcome.dependencies = batch.dependencies
@@ -166,7 +220,33 @@ class BatchProcessor:
                 self._reject(message, f"internal error: {exc!r}", outcome)
             batch.messages = []
             batch.dependencies = outcome.dependencies = []
+        if tracing.enabled() and batch.messages:
+            self._start_span(batch)
         return batch
+
+    def _start_span(self, batch: Batch) -> None:
+        contexts = [tracing.extract(message.headers) for message in batch.messages]
+        carried = [c for c in contexts if c is not None]
+        ids = [i for i in batch.event_ids if i is not None]
+        attributes: dict[str, Any] = {
+            "messaging.system": self.system,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": self.destination,
+            "messaging.batch.message_count": len(batch.messages),
+            "depcache.event_ids": ids,
+            "depcache.dependencies.count": len(batch.dependencies),
+        }
+        if len(batch.messages) == 1:
+            attributes["messaging.message.id"] = ids[0] if ids else ""
+            attributes["messaging.rabbitmq.destination.routing_key"] = batch.routing_keys[0] or ""
+        batch.span = tracing.start(
+            f"process {self.destination}".strip(),
+            "CONSUMER",
+            attributes,
+            parent=carried[0] if carried else None,
+            links=carried,
+        )
 
     def finish(self, batch: Batch, report: FanoutReport | None) -> BatchOutcome:
         """Count what ``report`` (the batch's dependencies applied on the managers; None when
@@ -183,17 +263,68 @@ class BatchProcessor:
             logger.exception("depcache_celery: batch of %d message(s) failed", len(batch.messages))
             for message in batch.messages:
                 self._reject(message, f"internal error: {exc!r}", outcome)
+            tracing.end(batch.span, error=f"internal error: {exc!r}")
+            return outcome
+        self._log_batch(batch, outcome)
         return outcome
 
+    @staticmethod
+    def _log_batch(batch: Batch, outcome: BatchOutcome) -> None:
+        """One line per batch; a batch applied everywhere is visible at INFO."""
+        metrics.observe_batch(time.perf_counter() - batch.started)
+        report = outcome.report
+        removed = dict(report.removed) if report is not None else {}
+        failed = report.failed if report is not None else []
+        extra = batch.log_fields(
+            managers=[*removed, *failed],
+            removed=removed,
+            failed=failed,
+            acked=outcome.acked,
+            unacked=outcome.unacked,
+            dead_lettered=outcome.dead_lettered,
+            outcome="handed off"
+            if outcome.handed_off
+            else ("unacked" if outcome.unacked else "applied"),
+        )
+        logger.log(
+            logging.WARNING if failed or outcome.unacked else logging.INFO,
+            "depcache_celery: batch of %d event(s) %s: %d dependencies on %s in %.1f ms "
+            "(%d entries removed%s)",
+            len(batch.messages),
+            ", ".join(str(i) for i in batch.event_ids[:5])
+            + (", ..." if len(batch.event_ids) > 5 else ""),
+            len(batch.dependencies),
+            ", ".join(sorted(removed)) or "no manager",
+            extra["duration_ms"],
+            sum(removed.values()),
+            f"; failed on {', '.join(failed)}, handed to the retry path" if failed else "",
+            extra=extra,
+        )
+        tracing.end(
+            batch.span,
+            {
+                "depcache.managers": sorted([*removed, *failed]),
+                "depcache.removed": sum(removed.values()),
+                "depcache.failed": failed,
+                "depcache.outcome": extra["outcome"],
+            },
+            error=f"failed on {', '.join(failed)}" if failed else None,
+        )
+
     # -- steps -------------------------------------------------------------------------------------
-    def _route(self, router: Router, message: Message, outcome: BatchOutcome) -> list[str] | None:
-        """The message's dependencies, or None when it was dead-lettered (or left unacked)."""
+    def _route(
+        self, router: Router, message: Message, outcome: BatchOutcome
+    ) -> tuple[list[str], str | None] | None:
+        """The message's dependencies and event id, or None when it was dead-lettered (or
+        left unacked)."""
+        event_id: str | None = None
         try:
             parsed = parse_message(_body(message), max_bytes=self._max_bytes)
+            event_id = parsed.id
             self._stats.add("events")
             deps = router.dependencies_for(parsed.event, parsed.data, parsed.dependencies)
         except (BadMessage, EventError) as exc:
-            self._reject(message, str(exc), outcome)
+            self._reject(message, str(exc), outcome, event_id)
             return None
         if not deps:
             self._stats.add("unhandled_events")
@@ -203,7 +334,7 @@ class BatchProcessor:
             parsed.id,
             len(deps),
         )
-        return deps
+        return deps, parsed.id
 
     def _settle(self, batch: Batch, report: FanoutReport | None) -> bool:
         """Count the batch's invalidation; True when its messages can be acknowledged."""
@@ -228,6 +359,7 @@ class BatchProcessor:
                 "depcache_celery: invalidation failed on manager %r: %s",
                 name,
                 report.errors[name],
+                extra=batch.log_fields(managers=[name], outcome="failed"),
             )
         try:
             self._hand_off(batch.dependencies, failed)
@@ -236,14 +368,32 @@ class BatchProcessor:
                 "depcache_celery: could not hand the share of %s to the retry path; the batch "
                 "stays unacknowledged and will be redelivered",
                 failed,
+                extra=batch.log_fields(managers=failed, outcome="unacked"),
             )
             return False
+        logger.warning(
+            "depcache_celery: handed the share of %s to the retry path",
+            ", ".join(failed),
+            extra=batch.log_fields(managers=failed, outcome="retry", attempt=1),
+        )
         self._stats.add("retries")
         outcome.handed_off = failed
         return True
 
-    def _reject(self, message: Message, reason: str, outcome: BatchOutcome) -> None:
+    def _reject(
+        self,
+        message: Message,
+        reason: str,
+        outcome: BatchOutcome,
+        event_id: str | None = None,
+    ) -> None:
         """Dead-letter ``message`` with ``reason`` and acknowledge it (or leave it unacked)."""
+        extra = fields(
+            event_ids=[event_id],
+            routing_keys=[_routing_key(message)],
+            kind="malformed",
+            reason=reason,
+        )
         letter = deadletter.envelope(
             "malformed",
             reason,
@@ -258,10 +408,15 @@ class BatchProcessor:
             logger.exception(
                 "depcache_celery: could not dead-letter a message (%s); it stays unacknowledged",
                 reason,
+                extra={**extra, "outcome": "unacked"},
             )
             outcome.unacked += 1
             return
-        logger.warning("depcache_celery: dead-lettered a message: %s", reason)
+        logger.warning(
+            "depcache_celery: dead-lettered a message: %s",
+            reason,
+            extra={**extra, "outcome": "dead-lettered"},
+        )
         self._stats.dead_letter("malformed")
         outcome.dead_lettered += 1
         self._ack(message, outcome)
@@ -299,12 +454,17 @@ class Job:
     it; ``remaining`` are the managers that have not yet."""
 
     def __init__(
-        self, dependencies: list[str], targets: Iterable[str], payload: Any = None
+        self,
+        dependencies: list[str],
+        targets: Iterable[str],
+        payload: Any = None,
+        batch: Batch | None = None,
     ) -> None:
         self.dependencies = dependencies
         self.remaining = set(targets)
         self.report = FanoutReport(list(dependencies))
         self.payload = payload
+        self.batch = batch
 
     @property
     def done(self) -> bool:
@@ -398,13 +558,50 @@ class Lanes:
         deps = unique(dep for job in jobs for dep in job.dependencies)
         removed = 0
         error: Exception | None = None
-        try:
-            report = self._apply_one(deps, name)
-            removed = report.removed.get(name, 0)
-            error = report.errors.get(name)
-        except Exception as exc:  # a bug of ours: report it as this manager's failure
-            logger.exception("depcache_celery: applying a batch on %r failed", name)
-            error = exc
+        started = time.perf_counter()
+        batches = [job.batch for job in jobs if job.batch is not None]
+        spans = [tracing.context_of(b.span) for b in batches if b.span is not None]
+        with tracing.span(
+            f"depcache.share {name}",
+            "INTERNAL",
+            {
+                "depcache.manager": name,
+                "depcache.dependencies.count": len(deps),
+                "depcache.event_ids": [i for b in batches for i in b.event_ids if i],
+            },
+            parent=spans[0] if spans else None,
+            links=spans[1:],
+        ) as share:
+            try:
+                report = self._apply_one(deps, name)
+                removed = report.removed.get(name, 0)
+                error = report.errors.get(name)
+            except Exception as exc:  # a bug of ours: report it as this manager's failure
+                logger.exception("depcache_celery: applying a batch on %r failed", name)
+                error = exc
+            if error is not None:
+                tracing.fail(share, error)
+            elif share is not None:
+                share.set_attribute("depcache.removed", removed)
+        metrics.observe_apply(name, time.perf_counter() - started)
+        if error is None:
+            metrics.observe_invalidated(name, [p for batch in batches for p in batch.published_at])
+        logger.debug(
+            "depcache_celery: %d dependencies on %s: %s",
+            len(deps),
+            name,
+            f"failed: {error}" if error is not None else f"{removed} entries removed",
+            extra=fields(
+                event_ids=[i for batch in batches for i in batch.event_ids],
+                routing_keys=[k for batch in batches for k in batch.routing_keys],
+                dependency_count=len(deps),
+                managers=[name],
+                duration=time.perf_counter() - started,
+                removed={name: removed} if error is None else {},
+                failed=[name] if error is not None else [],
+                outcome="failed" if error is not None else "applied",
+            ),
+        )
         finished: list[Job] = []
         with self._lock:
             for index, job in enumerate(jobs):

@@ -4,6 +4,7 @@
     depcache dead-letters list [--limit N] [--json] [--broker URL] [--queue Q]
     depcache dead-letters replay [--limit N] [--broker URL] [--queue Q] [--exchange X]
     depcache dead-letters purge [--broker URL] [--queue Q]
+    depcache check [--setup MODULES] [--timeout S] [--broker URL] [--exchange X] [--json]
 
 ``--broker`` defaults to ``CELERY_BROKER_URL`` (else ``amqp://guest:guest@localhost:5672//``),
 ``--exchange`` and ``--queue`` to the ``DEPCACHE_EXCHANGE`` and ``DEPCACHE_DEAD_LETTER_QUEUE``
@@ -18,6 +19,12 @@ settings (else ``depcache.events`` and ``depcache.events.dead``).
   ``depcache.replay`` carrying its dependencies (invalidated on every manager: harmless where they
   were already applied). A letter that cannot be replayed stays in the queue and is reported.
 - ``dead-letters purge`` empties the queue and prints how many letters went.
+- ``check`` is the canary (:mod:`depcache_celery.canary`): it imports the setup modules
+  (``--setup``, default ``DEPCACHE_SETUP``, as the worker does), writes a probe entry on every
+  manager they register, emits a probe event and waits up to ``--timeout`` seconds (default
+  30) for the worker to invalidate it everywhere. It prints the latency per manager and exits
+  0 when every one was reached, 1 when one was missed (or the broker failed), 2 for bad
+  arguments: a healthcheck.
 
 Registered on the ``depcache`` command through the ``depcache.commands`` entry point.
 """
@@ -26,32 +33,65 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from kombu import Connection, Exchange
+from kombu import Connection, Exchange, Queue
 from kombu.message import Message
+from kombu.transport import resolve_transport
+from kombu.utils.imports import symbol_by_name
 
 import depcache
+from depcache.config import mask_url
 
+from . import canary
 from .deadletter import dead_letter_queue
 from .emit import EmitError, build_event, emit
-from .settings import Settings
+from .settings import DEFAULT_BROKER_URL, Settings
 
 __all__ = ["register"]
 
-DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
+DEFAULT_BROKER = DEFAULT_BROKER_URL
 REPLAY_EVENT = "depcache.replay"
 
 
 def _broker(args: argparse.Namespace) -> str:
+    """The broker URL of the options or environment; ConfigError when kombu has no transport
+    for its scheme."""
     url: str = args.broker or os.environ.get("CELERY_BROKER_URL") or DEFAULT_BROKER
+    source = "--broker" if args.broker else "CELERY_BROKER_URL"
+    if args.broker or os.environ.get("CELERY_BROKER_URL"):
+        check_broker_url(url, source)
     return url
+
+
+def check_broker_url(url: str, source: str) -> None:
+    """Raise :class:`depcache.ConfigError` naming ``source`` when ``url`` is not a broker URL
+    kombu can use (an unknown scheme, or one whose client library is not installed)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    safe = mask_url(url)
+    if not scheme:
+        raise depcache.ConfigError(f"{source}: {safe!r} is not a URL like amqp://host//")
+    try:
+        transport = resolve_transport(scheme.split("+", 1)[0])
+        if isinstance(transport, str):
+            symbol_by_name(transport)
+    except KeyError:
+        raise depcache.ConfigError(
+            f"{source}: {safe!r} names no broker kombu knows ({scheme}://); use amqp:// "
+            "(RabbitMQ) or redis://"
+        ) from None
+    except ImportError as exc:
+        raise depcache.ConfigError(
+            f"{source}: the {scheme}:// transport needs a library that is not installed: {exc}"
+        ) from None
 
 
 def _conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,7 +109,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _safe(url: str) -> str:
-    return str(Connection(url).as_uri())
+    return mask_url(url)
 
 
 @contextmanager
@@ -121,11 +161,29 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 # -- dead letters ----------------------------------------------------------------------------------
-def _letters(conn: Connection, queue_name: str, limit: int) -> Iterator[tuple[Message, Any]]:
+def _existing_queue(conn: Connection, queue_name: str, url: str) -> Queue:
+    """The dead-letter queue, bound to the connection's channel; declared passively, so a queue
+    that does not exist is an error naming it, never created. (On Redis, where an empty queue
+    does not exist, a missing one reads as empty.)"""
+    queue = dead_letter_queue(queue_name)(conn.default_channel)
+    if conn.transport.driver_type == "amqp":
+        try:
+            queue.queue_declare(passive=True)
+        except conn.channel_errors as exc:
+            raise depcache.ConfigError(
+                f"no queue {queue_name!r} on {_safe(url)} ({exc}): name the dead-letter queue "
+                "with --queue or DEPCACHE_DEAD_LETTER_QUEUE (the worker declares it when it "
+                "starts)"
+            ) from None
+    return queue
+
+
+def _letters(
+    conn: Connection, queue_name: str, limit: int, url: str
+) -> Iterator[tuple[Message, Any]]:
     """Up to ``limit`` messages of the dead-letter queue, unacknowledged, with their parsed
     letter (None when it is not a JSON object)."""
-    queue = dead_letter_queue(queue_name)(conn.default_channel)
-    queue.declare()
+    queue = _existing_queue(conn, queue_name, url)
     for _ in range(limit):
         message = queue.get(no_ack=False, accept=["json", "application/json"])
         if message is None:
@@ -158,7 +216,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     url = _broker(args)
     count = 0
     with _connection(url) as conn:
-        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit, url):
             count += 1
             if args.json:
                 print(json.dumps(letter if letter is not None else {"raw": str(message.body)}))
@@ -210,7 +268,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     url = _broker(args)
     replayed = kept = 0
     with _connection(url) as conn:
-        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit):
+        for message, letter in _letters(conn, settings.dead_letter_queue, args.limit, url):
             try:
                 if letter is None:
                     raise ValueError("not a JSON object")
@@ -231,11 +289,100 @@ def cmd_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _broker(args)
     with _connection(url) as conn:
-        queue = dead_letter_queue(settings.dead_letter_queue)(conn.default_channel)
-        queue.declare()
+        queue = _existing_queue(conn, settings.dead_letter_queue, url)
         count = queue.purge() or 0
     print(f"{count} dead letter(s) purged from {settings.dead_letter_queue!r} on {_safe(url)}")
     return 0
+
+
+# -- check -----------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    """The canary (see the module's docstring)."""
+    modules = _setup_modules(args.setup)
+    if not modules:
+        raise depcache.ConfigError(
+            "depcache check needs the worker's setup modules: --setup or DEPCACHE_SETUP"
+        )
+    _import_setup(modules)
+    managers = depcache.registered_managers()
+    if not managers:
+        raise depcache.ConfigError(f"the setup modules {', '.join(modules)} register no manager")
+    url = _broker(args)
+    settings = _settings(args)
+    app = Celery("depcache-check", broker=url, set_as_current=False)
+    app.conf.update(_conf(args))
+
+    def send(probe_id: str, dependencies: list[str]) -> None:
+        try:
+            emit(
+                args.event,
+                {},
+                id=probe_id,
+                dependencies=dependencies,
+                app=app,
+                broker_url=url,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+            )
+        except EmitError as exc:
+            raise depcache.BackendError(str(exc)) from exc
+
+    report = canary.check(managers, send, timeout=args.timeout)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "probe_id": report.probe_id,
+                    "targets": {
+                        t.manager: {"latency_ms": _ms(t.latency), "error": t.error, "at": t.where}
+                        for t in report.targets
+                    },
+                }
+            )
+        )
+    else:
+        width = max(len(t.manager) for t in report.targets)
+        for target in report.targets:
+            state = f"ok  {_ms(target.latency):8.1f} ms" if target.ok else "MISSED"
+            detail = f"  {target.error}" if target.error else ""
+            print(f"{target.manager.ljust(width)}  {state}  {target.where}{detail}")
+        missed = [t.manager for t in report.targets if not t.ok]
+        print(
+            f"probe {report.probe_id} via exchange {settings.exchange!r} on {_safe(url)}: "
+            + (f"missed on {', '.join(missed)}" if missed else "every manager reached")
+        )
+    return 0 if report.ok else 1
+
+
+def _ms(seconds: float | None) -> float:
+    return round(seconds * 1000, 1) if seconds is not None else float("nan")
+
+
+def _setup_modules(value: str | None) -> tuple[str, ...]:
+    raw = os.environ.get("DEPCACHE_SETUP", "") if value is None else value
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _import_setup(modules: tuple[str, ...]) -> None:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise depcache.ConfigError(
+                f"setup module {module!r} cannot be imported: {exc}"
+            ) from exc
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -286,3 +433,26 @@ def register(commands: Any) -> None:
     purge = actions.add_parser("purge", parents=[common], help="delete every dead letter")
     purge.add_argument("--queue", help=queue_help)
     purge.set_defaults(run=cmd_purge)
+
+    probe = commands.add_parser(
+        "check", parents=[common], help="send a probe through the worker to every manager"
+    )
+    probe.add_argument(
+        "--setup",
+        metavar="MODULES",
+        help="comma-separated modules creating the managers (default: $DEPCACHE_SETUP)",
+    )
+    probe.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=canary.DEFAULT_TIMEOUT,
+        help=f"seconds to wait for every manager (default {canary.DEFAULT_TIMEOUT:g})",
+    )
+    probe.add_argument("--exchange", help="the topic exchange (default: $DEPCACHE_EXCHANGE)")
+    probe.add_argument(
+        "--event",
+        default=canary.PROBE_EVENT,
+        help=f"the probe's event name and routing key (default {canary.PROBE_EVENT})",
+    )
+    probe.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    probe.set_defaults(run=cmd_check)

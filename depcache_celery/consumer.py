@@ -57,7 +57,7 @@ from kombu.message import Message
 
 import depcache
 
-from . import deadletter
+from . import deadletter, tracing
 from .batch import Batch, BatchProcessor, Job, Lanes
 from .events import Router, default_router
 from .settings import Settings
@@ -79,13 +79,15 @@ def event_exchange(settings: Settings) -> Exchange:
 
 
 def event_queue(settings: Settings) -> Queue:
-    """The worker's durable queue, bound to :func:`event_exchange` with every binding key."""
+    """The worker's durable queue, bound to :func:`event_exchange` with every binding key, with
+    the expiry and length policy of the settings (none by default)."""
     exchange = event_exchange(settings)
     return Queue(
         settings.queue,
         bindings=[binding(exchange, routing_key=key) for key in settings.binding_keys],
         durable=True,
         auto_delete=False,
+        queue_arguments=settings.queue_arguments() or None,
     )
 
 
@@ -127,6 +129,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._generation = 0  # one per channel: batches of a closed channel are not acked
         self._multi_ack = False  # AMQP: a batch is acknowledged with one basic.ack
         self._outstanding: dict[int, Message] = {}  # by delivery tag, in delivery order
+        self._finishing: Batch | None = None
         # Shared with the lanes' threads.
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._wake_lock = threading.Lock()
@@ -152,6 +155,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         driver = str(getattr(transport, "driver_type", ""))
         self._batch_window = self.settings.batch_window_for(driver)
         self._multi_ack = driver == "amqp" and hub is not None
+        self.processor.system = tracing.messaging_system(driver)
+        self.processor.destination = self.settings.queue
         super().start(c)
         if hub is not None:
             interval = _SAFETY_INTERVAL if self._hub_threadsafe else _POLL_INTERVAL
@@ -267,6 +272,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             batch.dependencies,
             targets,
             payload=(self._generation, batch, time.perf_counter()),
+            batch=batch,
         )
         self._in_flight += 1
         self.lanes.submit(job)
@@ -281,7 +287,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
-        generation, batch, started = job.payload
+        generation, batch, _started = job.payload
         assert isinstance(batch, Batch)
         if generation != self._generation:
             logger.info(
@@ -291,17 +297,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             )
             return
         self._in_flight -= 1
-        outcome = self.processor.finish(batch, job.report)
-        logger.debug(
-            "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
-            "%d dead-lettered, %d unacked, %.1f ms",
-            outcome.received,
-            len(outcome.dependencies),
-            outcome.acked,
-            outcome.dead_lettered,
-            outcome.unacked,
-            (time.perf_counter() - started) * 1000,
-        )
+        self._finishing = batch  # whose event ids follow a hand-off to the retry path
+        try:
+            self.processor.finish(batch, job.report)  # logs the batch's line
+        finally:
+            self._finishing = None
 
     def _wind_down(self) -> None:
         """Hand the buffer to the lanes, then wait up to ``depcache_shutdown_timeout`` for the
@@ -383,19 +383,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._generation += 1
 
     def _process_now(self, messages: list[Message]) -> None:
-        started = time.perf_counter()
         with self._lock:
-            outcome = self.processor.process(messages)
-        logger.debug(
-            "depcache_celery: batch of %d message(s): %d dependencies, %d acked, "
-            "%d dead-lettered, %d unacked, %.1f ms",
-            outcome.received,
-            len(outcome.dependencies),
-            outcome.acked,
-            outcome.dead_lettered,
-            outcome.unacked,
-            (time.perf_counter() - started) * 1000,
-        )
+            self.processor.process(messages)  # logs the batch's line
 
     @staticmethod
     def _targets() -> list[str]:
@@ -409,4 +398,14 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         deadletter.publish(self._producer, self.settings.dead_letter_queue, letter)
 
     def _hand_off(self, dependencies: list[str], managers: list[str]) -> None:
-        hand_off(self.app, dependencies, managers, settings=self.settings)
+        batch = self._finishing
+        ids = [i for i in batch.event_ids if i is not None] if batch is not None else []
+        stamps = [p for p in batch.published_at if p is not None] if batch is not None else []
+        hand_off(
+            self.app,
+            dependencies,
+            managers,
+            settings=self.settings,
+            event_ids=ids,
+            published_at=min(stamps, default=None),
+        )

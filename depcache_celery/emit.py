@@ -20,6 +20,7 @@ import asyncio
 import functools
 import json
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,8 @@ from kombu.pools import producers
 
 import depcache
 
+from . import tracing
+from .batch import PUBLISHED_AT_HEADER
 from .deferral import defer_or_send, try_defer
 from .settings import Settings
 from .tasks import INVALIDATE_TASK
@@ -183,6 +186,32 @@ def _publish(
 ) -> None:
     conn, settings = _connection(app, broker_url)
     exchange = _exchange(settings)
+    with tracing.span(
+        f"publish {settings.exchange}",
+        "PRODUCER",
+        {
+            "messaging.system": tracing.messaging_system(str(conn.transport_cls)),
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": settings.exchange,
+            "messaging.rabbitmq.destination.routing_key": message.event,
+            "messaging.message.id": message.id,
+            "messaging.message.body.size": len(message.body),
+        },
+    ):
+        _send(message, conn, settings, exchange, retry_policy)
+
+
+def _send(
+    message: Event,
+    conn: Connection,
+    settings: Settings,
+    exchange: Exchange,
+    retry_policy: Mapping[str, Any],
+) -> None:
+    now = time.time()
+    headers: dict[str, Any] = {}
+    tracing.inject(headers)  # the W3C trace context, while tracing is on
     try:
         with producers[conn].acquire(block=True, timeout=30) as producer:
             assert isinstance(producer, Producer)
@@ -194,6 +223,8 @@ def _publish(
                 content_encoding="utf-8",
                 delivery_mode=2,
                 message_id=message.id,
+                timestamp=int(now),
+                headers={PUBLISHED_AT_HEADER: now, **headers},
                 declare=[exchange],  # a topic exchange, also on the Redis transport
                 retry=True,
                 retry_policy=dict(retry_policy),
@@ -289,7 +320,11 @@ def invalidate_later(
     celery_app = _resolve_app(app)
 
     def send() -> None:
-        celery_app.send_task(INVALIDATE_TASK, args=[deps, names], task_id=task_id)
+        headers: dict[str, Any] = {}
+        tracing.inject(headers)  # the worker's task span continues this trace
+        celery_app.send_task(
+            INVALIDATE_TASK, args=[deps, names], task_id=task_id, headers=headers or None
+        )
 
     defer_or_send(send)
     return task_id

@@ -7,7 +7,7 @@ A message is one JSON object, UTF-8 encoded::
 | field | type | |
 |---|---|---|
 | ``event`` | non-empty string | the event name (also the routing key it is published with) |
-| ``data`` | object | what the event's handlers read |
+| ``data`` | object | what the event's handlers read (optional with ``dependencies``) |
 | ``id`` | string or null | optional: the producer's id of the event, for logs and tracing |
 | ``dependencies`` | list of non-empty strings, or null | optional: invalidated as well |
 
@@ -118,7 +118,8 @@ def parse_message(
 
     Raises:
         BadMessage: the body is over ``max_bytes`` (UTF-8 encoded), not UTF-8, not JSON, not an
-            object, lacks ``event`` or ``data``, or has a field of the wrong type.
+            object, lacks ``event`` (or ``data`` without ``dependencies``), or has a field of
+            the wrong type.
     """
     text = _decode(raw, max_bytes)
     if text.startswith("\ufeff"):  # a UTF-8 BOM some producers write
@@ -138,8 +139,10 @@ def parse_message(
 
     event = _event(obj)
     data = obj.get("data", _MISSING)
+    if data is _MISSING and obj.get("dependencies") is not None:
+        data = {}  # an event that names its dependencies needs no data
     if data is _MISSING:
-        raise BadMessage("missing field 'data'")
+        raise BadMessage("missing field 'data' (needed unless the message has 'dependencies')")
     if not isinstance(data, dict):
         raise BadMessage(f"field 'data' must be an object, got {_type_name(data)}")
     message_id = obj.get("id")

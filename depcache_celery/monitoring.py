@@ -11,7 +11,17 @@
   ``depcache_celery_retries_total``, ``depcache_celery_target_failures_total{manager}`` and
   ``depcache_celery_dead_letters_total{kind}``.
 - ``depcache_prometheus_port`` (``DEPCACHE_PROMETHEUS_PORT``), unset by default: when set, the
-  worker serves those metrics over HTTP on that port while it runs (needs prometheus-client).
+  worker serves those metrics over HTTP on that port while it runs (needs prometheus-client),
+  with the latency histograms of :mod:`depcache_celery.metrics` and the cache's own metrics
+  (:func:`depcache.metrics.enable`: hits, misses, invalidations per manager, ...). When
+  ``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode; the ready-made
+  worker sets up one when it serves metrics), it serves what every process of the worker
+  recorded there (prefork children included) plus the counters.
+- ``depcache_tracing`` (``DEPCACHE_TRACING``): when true, the worker makes OpenTelemetry spans
+  (:func:`depcache_celery.tracing.enable`) from its start.
+
+Both are turned on when the worker starts (Celery's ``worker_init`` signal, before the pool
+forks, so prefork children inherit them).
 
 Both report the whole worker (:func:`depcache_celery.counters.worker_snapshot`): the main
 process, where the bus consumer counts, plus its prefork pool children, where the
@@ -24,15 +34,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from celery.worker.control import Panel, inspect_command
 
 import depcache
+import depcache.metrics
 
+from . import tracing
 from .counters import COUNTERS, Stats, worker_snapshot
+from .settings import Settings
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -45,8 +59,10 @@ __all__ = [
     "PORT_SETTING",
     "PrometheusServerStep",
     "StatsCollector",
+    "enable_observability",
     "inspect_stats",
     "install_monitoring",
+    "metrics_registry",
     "prometheus_port",
     "register_prometheus",
 ]
@@ -189,7 +205,8 @@ class PrometheusServerStep(bootsteps.StartStopStep):
             return
         from prometheus_client import start_http_server  # noqa: PLC0415
 
-        self.server, _ = start_http_server(port)
+        depcache.metrics.enable()  # the cache's metrics of this worker's managers
+        self.server, _ = start_http_server(port, registry=metrics_registry())
         logger.info("depcache_celery serves Prometheus metrics on port %d", port)
 
     def stop(self, parent: Any) -> None:
@@ -205,8 +222,62 @@ class PrometheusServerStep(bootsteps.StartStopStep):
         self.stop(parent)
 
 
+def metrics_registry() -> CollectorRegistry:
+    """What the worker serves: prometheus-client's default registry (with the counters'
+    collector), or, in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), a registry of what
+    every process recorded there plus the counters."""
+    from prometheus_client import REGISTRY, CollectorRegistry  # noqa: PLC0415
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        register_prometheus()
+        return REGISTRY
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(StatsCollector())
+    return registry
+
+
+_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
+
+
+def enable_observability(conf: Mapping[str, Any]) -> None:
+    """What a worker of an app with depcache_celery installed turns on, from its settings: the
+    cache's metrics (:func:`depcache.metrics.enable`) when it serves Prometheus metrics, and
+    tracing (:func:`depcache_celery.tracing.enable`) when ``depcache_tracing`` is true."""
+    if prometheus_port(conf) is not None:
+        try:
+            depcache.metrics.enable()  # the cache's metrics of this worker's managers
+        except ImportError:
+            logger.warning("%s is set but prometheus-client is not installed", PORT_SETTING)
+    if Settings.from_conf(conf).tracing:
+        try:
+            tracing.enable()
+        except ImportError:
+            logger.warning(
+                "depcache_tracing is set but opentelemetry-api is not installed: pip install "
+                '"depcache[otel]"'
+            )
+            return
+        logger.info("depcache_celery makes OpenTelemetry spans")
+
+
+@signals.worker_init.connect(weak=False)
+def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    """Before the worker's pool starts (so prefork children inherit it)."""
+    app = getattr(sender, "app", None)
+    if app is not None and app in _apps:
+        try:
+            enable_observability(app.conf)
+        except Exception:
+            logger.exception("depcache_celery: could not turn on metrics or tracing")
+
+
 def install_monitoring(app: Celery) -> None:
     """Register the Prometheus collector (if prometheus-client is installed) and ``app``'s
-    worker step serving it; the inspect command is registered on import."""
+    worker step serving it; its workers turn on metrics and tracing as their settings say
+    (:func:`enable_observability`); the inspect command is registered on import."""
     register_prometheus()
     app.steps["worker"].add(PrometheusServerStep)
+    _apps.add(app)

@@ -34,6 +34,23 @@ the same name in upper case is read; else the default applies.
   wait between two retries of a failed manager's share (1, 2, 4, ... up to it).
 - ``depcache_retry_max_age`` (``DEPCACHE_RETRY_MAX_AGE``), ``3600``: seconds a failed share is
   retried for before it is dead-lettered.
+- ``depcache_queue_expires`` (``DEPCACHE_QUEUE_EXPIRES``), unset: seconds the worker's queue may
+  stay unused (no consumer) before RabbitMQ deletes it, with the events it holds (``x-expires``).
+  For queues of workers that come and go; unset keeps the queue, and every event, forever.
+- ``depcache_queue_max_length`` (``DEPCACHE_QUEUE_MAX_LENGTH``), unset: the most events the
+  worker's queue holds (``x-max-length``); what happens to more is ``depcache_queue_overflow``.
+- ``depcache_queue_overflow`` (``DEPCACHE_QUEUE_OVERFLOW``), ``reject-publish``: with a maximum
+  length, ``reject-publish`` refuses new events (``emit`` raises :class:`EmitError`, nothing is
+  lost silently) and ``drop-head`` drops the oldest ones (``x-overflow``).
+
+- ``depcache_tracing`` (``DEPCACHE_TRACING``), ``false``: make OpenTelemetry spans of every
+  batch, share and task, and of the cache's invalidations (needs ``depcache[otel]`` and a
+  ``TracerProvider`` set up, e.g. in a ``DEPCACHE_SETUP`` module; see
+  :mod:`depcache_celery.tracing`).
+
+RabbitMQ refuses to declare an existing queue with other arguments (``PRECONDITION_FAILED``):
+changing the last three for an existing queue means deleting it first (or a policy, see the
+README). The Redis transport ignores them.
 
 A bad value raises :class:`depcache.ConfigError` naming the key or variable.
 """
@@ -47,10 +64,17 @@ from typing import Any, TypeVar
 
 import depcache
 
-__all__ = ["REDIS_BATCH_WINDOW", "Settings"]
+__all__ = ["DEFAULT_BROKER_URL", "OVERFLOW_POLICIES", "REDIS_BATCH_WINDOW", "Settings"]
 
 REDIS_BATCH_WINDOW = 0.01
 """The default ``depcache_batch_window`` on a Redis broker, seconds."""
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
+"""The broker when ``CELERY_BROKER_URL`` is unset, for the ready-made worker, ``emit`` on an app
+without a broker (Celery's own default) and the ``depcache`` command alike."""
+
+OVERFLOW_POLICIES = ("reject-publish", "drop-head")
+"""The values of ``depcache_queue_overflow``."""
 
 T = TypeVar("T")
 
@@ -72,6 +96,25 @@ def _keys(name: str, value: object) -> tuple[str, ...]:
     if not items or any(not isinstance(item, str) or not item for item in items):
         raise depcache.ConfigError(f"{name} must hold non-empty routing-key patterns: {value!r}")
     return tuple(str(item) for item in items)
+
+
+def _overflow(name: str, value: object) -> str:
+    if value not in OVERFLOW_POLICIES:
+        raise depcache.ConfigError(
+            f"{name} must be one of {', '.join(OVERFLOW_POLICIES)}, got {value!r}"
+        )
+    return str(value)
+
+
+def _bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise depcache.ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _number(kind: Callable[[str], T], *, zero: bool = False) -> Callable[[str, object], T]:
@@ -109,6 +152,10 @@ class Settings:
     retry_backoff_max: float = 60.0
     retry_max_age: float = 3600.0
     shutdown_timeout: float = 10.0
+    queue_expires: float | None = None
+    queue_max_length: int | None = None
+    queue_overflow: str = "reject-publish"
+    tracing: bool = False
 
     def batch_window_for(self, driver_type: str) -> float:
         """The batch window on a broker whose kombu transport has ``driver_type`` (``"amqp"``,
@@ -117,6 +164,17 @@ class Settings:
         if self.batch_window is not None:
             return self.batch_window
         return REDIS_BATCH_WINDOW if driver_type == "redis" else 0.0
+
+    def queue_arguments(self) -> dict[str, object]:
+        """The RabbitMQ arguments of the worker's queue: expiry and length policy, when set
+        (none by default: the queue keeps every event)."""
+        arguments: dict[str, object] = {}
+        if self.queue_expires is not None:
+            arguments["x-expires"] = max(1, round(self.queue_expires * 1000))
+        if self.queue_max_length is not None:
+            arguments["x-max-length"] = self.queue_max_length
+            arguments["x-overflow"] = self.queue_overflow
+        return arguments
 
     @classmethod
     def from_conf(
@@ -137,6 +195,10 @@ class Settings:
             "retry_backoff_max": _number(float),
             "retry_max_age": _number(float),
             "shutdown_timeout": _number(float, zero=True),
+            "queue_expires": _number(float),
+            "queue_max_length": _number(int),
+            "queue_overflow": _overflow,
+            "tracing": _bool,
         }
         values: dict[str, Any] = {}
         for attr, convert in converters.items():

@@ -59,9 +59,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--exchange", default=os.environ.get("DEPCACHE_EXCHANGE") or "depcache.events"
     )
     args = parser.parse_args(argv)
-    data = json.loads(args.data)
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        parser.error(f"data is not JSON ({exc}): {args.data!r}")
     if not isinstance(data, dict):
-        parser.error("data must be a JSON object")
+        parser.error(f"data must be a JSON object, got {args.data!r}")
     message = publish(args.broker, args.exchange, args.event, data, args.dependency)
     host = Connection(args.broker).as_uri()  # without the password
     print(f"published to {args.exchange!r} on {host}: {json.dumps(message)}")

@@ -27,7 +27,9 @@ from celery.worker import WorkController
 from kombu import Connection, Exchange, Producer, Queue
 
 import depcache
+import depcache.metrics
 import depcache_celery
+import depcache_celery.tracing
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_BROKER_DB = 1  # the Redis broker's keys stay out of the caches' database
@@ -166,8 +168,12 @@ def two_managers(redis_url: str, prefix: str) -> Managers:
 
 
 @pytest.fixture(autouse=True)
-def _reset_stats() -> None:
+def _reset_stats() -> Iterator[None]:
     depcache_celery.stats.reset()
+    yield
+    # a worker serving metrics or tracing turned them on for the whole process
+    depcache.metrics.disable()
+    depcache_celery.tracing.disable()
 
 
 # --- helpers --------------------------------------------------------------------------------------

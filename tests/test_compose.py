@@ -22,6 +22,7 @@ import redis
 import yaml
 
 import depcache
+import depcache.cli
 from depcache_celery import Settings
 from depcache_celery.monitoring import PORT_SETTING
 from tests.servers import RedisServer, free_port
@@ -71,7 +72,7 @@ def variables_the_code_reads() -> set[str]:
 
 def test_the_expected_services_exist_and_depend_on_real_ones() -> None:
     expected = {"redis", *CLUSTER_NODES, "redis-cluster-init", "rabbitmq", "worker", "webapp"}
-    expected |= {"postgres", "cdc"}
+    expected |= {"postgres", "cdc", "prometheus", "grafana"}
     assert set(SERVICES) == expected
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
@@ -80,7 +81,10 @@ def test_the_expected_services_exist_and_depend_on_real_ones() -> None:
     published = [p.split(":")[0] for s in SERVICES.values() for p in s.get("ports", [])]
     assert len(published) == len(set(published)), f"a host port is published twice: {published}"
     for volume in (v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])):
-        assert volume in (COMPOSE.get("volumes") or {}), volume
+        if volume.startswith("./"):  # a file of this repository, mounted
+            assert (ROOT / volume).exists(), volume
+        else:
+            assert volume in (COMPOSE.get("volumes") or {}), volume
 
 
 def test_third_party_images_are_pinned() -> None:
@@ -89,8 +93,54 @@ def test_third_party_images_are_pinned() -> None:
             continue
         image = service["image"]
         repository, _, tag = image.partition(":")
-        assert repository in ("redis", "rabbitmq", "postgres"), image
-        assert re.match(r"\d", tag), f"{name}: pin the image's version ({image})"
+        assert repository in (
+            "redis",
+            "rabbitmq",
+            "postgres",
+            "prom/prometheus",
+            "grafana/grafana",
+        ), image
+        assert re.match(r"v?\d", tag), f"{name}: pin the image's version ({image})"
+
+
+def test_the_worker_healthcheck_is_the_canary() -> None:
+    check = SERVICES["worker"]["healthcheck"]["test"]
+    assert check[0] == "CMD"
+    assert check[1] == "depcache"
+    args = depcache.cli._parser().parse_args(check[2:])  # a real command of ours
+    assert args.run.__name__ == "cmd_check"
+    assert args.timeout <= 30
+    env = environment("worker")
+    assert env["DEPCACHE_SETUP"]  # what the check imports, as the worker does
+    # the check must finish before Docker gives up on it
+    seconds = int(SERVICES["worker"]["healthcheck"]["timeout"].rstrip("s"))
+    assert seconds > args.timeout
+
+
+def test_prometheus_scrapes_the_worker_and_grafana_shows_the_dashboard() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    [target] = job["static_configs"][0]["targets"]
+    host, _, port = target.partition(":")
+    assert host == "worker"
+    assert port == environment("worker")["DEPCACHE_PROMETHEUS_PORT"]
+    mounts = dict(v.split(":")[:2] for v in SERVICES["prometheus"]["volumes"])
+    assert mounts["./deploy/prometheus/prometheus.yml"] in " ".join(command("prometheus"))
+    grafana = dict(v.split(":")[:2] for v in SERVICES["grafana"]["volumes"])
+    dashboard = grafana["./deploy/grafana/depcache.json"]
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/depcache.yml").read_text()
+    )
+    assert dashboard.startswith(provider["providers"][0]["options"]["path"] + "/")
+    assert grafana["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    [datasource] = source["datasources"]
+    assert urlsplit(datasource["url"]).hostname == "prometheus"
+    assert str(urlsplit(datasource["url"]).port) == SERVICES["prometheus"]["ports"][0].split(":")[1]
+    panels = json.loads((ROOT / "deploy/grafana/depcache.json").read_text())["panels"]
+    assert {p["datasource"]["uid"] for p in panels if p["type"] != "row"} == {datasource["uid"]}
 
 
 def test_our_image_is_built_from_the_dockerfile_with_real_extras() -> None:
