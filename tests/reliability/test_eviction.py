@@ -87,7 +87,12 @@ def _run(manager: depcache.CacheManager, url: str) -> dict[str, int]:
         if f(i)["version"] != truth[i]:
             stale += 1
     stats = redis.Redis.from_url(url).info("stats")
-    return {"rows": ROWS, "stale": stale, "unacknowledged": failed, "evicted": stats["evicted_keys"]}
+    return {
+        "rows": ROWS,
+        "stale": stale,
+        "unacknowledged": failed,
+        "evicted": stats["evicted_keys"],
+    }
 
 
 def test_no_stale_entry_under_eviction(small_server: Any, policy: str, prefix: str) -> None:
