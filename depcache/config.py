@@ -109,6 +109,10 @@ class ConfigBase:
             by the invalidation channel (``DEP_CACHE_L1_SIZE``, default 0: off).
         l1_max_age: seconds an in-process entry may be served at most
             (``DEP_CACHE_L1_MAX_AGE``, default 30).
+        l1_validate: before serving an L1 entry, ask the backend whether it is still valid
+            (one round trip, no value transferred): an invalidation made by another process
+            is honoured as soon as it returned, not when its announcement arrives
+            (``DEP_CACHE_L1_VALIDATE``, default false).
         single_flight: concurrent misses of one key in this process compute once
             (``DEP_CACHE_SINGLE_FLIGHT``, default true).
         stampede_lock: concurrent misses of one key across processes compute once, under a
@@ -138,6 +142,7 @@ class ConfigBase:
         stampede_lock: bool | None = None,
         stampede_lock_seconds: float | None = None,
         environ: Mapping[str, str] | None = None,
+        l1_validate: bool | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.stampede_lock: bool = _pick(
@@ -148,6 +153,9 @@ class ConfigBase:
         )
         self.l1_size: int = _pick(l1_size, env, "DEP_CACHE_L1_SIZE", _parse_int, 0)
         self.l1_max_age: float = _pick(l1_max_age, env, "DEP_CACHE_L1_MAX_AGE", _parse_float, 30.0)
+        self.l1_validate: bool = _pick(
+            l1_validate, env, "DEP_CACHE_L1_VALIDATE", _parse_bool, False
+        )
         self.single_flight: bool = _pick(
             single_flight, env, "DEP_CACHE_SINGLE_FLIGHT", _parse_bool, True
         )
@@ -203,6 +211,7 @@ class ConfigBase:
             "backend": self.backend,
             "l1_size": self.l1_size,
             "l1_max_age": self.l1_max_age,
+            "l1_validate": self.l1_validate,
             "single_flight": self.single_flight,
             "stampede_lock": self.stampede_lock,
             "stampede_lock_seconds": self.stampede_lock_seconds,
@@ -254,6 +263,7 @@ class RedisConfig(ConfigBase):
         stampede_lock: bool | None = None,
         stampede_lock_seconds: float | None = None,
         node_check_seconds: float | None = None,
+        l1_validate: bool | None = None,
         environ: Mapping[str, str] | None = None,
         **additional_connection_kwargs: Any,
     ) -> None:
@@ -272,6 +282,7 @@ class RedisConfig(ConfigBase):
             stampede_lock=stampede_lock,
             stampede_lock_seconds=stampede_lock_seconds,
             environ=environ,
+            l1_validate=l1_validate,
         )
         env = os.environ if environ is None else environ
         self.host: str = _pick(host, env, "REDIS_HOST", _keep, "localhost")
@@ -314,6 +325,7 @@ class RedisConfig(ConfigBase):
             single_flight=config.single_flight,
             stampede_lock=config.stampede_lock,
             stampede_lock_seconds=config.stampede_lock_seconds,
+            l1_validate=config.l1_validate,
         )
 
     def _url_from_parts(self) -> str:

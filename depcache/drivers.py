@@ -20,6 +20,7 @@ from .flow import (
     COMPUTE,
     Acquire,
     CallRecord,
+    Check,
     Discard,
     Emit,
     Flow,
@@ -99,6 +100,9 @@ class _SyncCall(_Call):
     def discard(self, op: Discard) -> Any:
         return self.manager.backend.delete(op.key)
 
+    def check(self, op: Check) -> Any:
+        return self.manager.backend.check(op.epoch, op.dependencies)
+
     def join(self, op: Join) -> Any:
         flights = self.manager.sync_flights
         if flights is None:
@@ -142,6 +146,7 @@ _SYNC: dict[type, Callable[[_SyncCall, Any], Any]] = {
     Lookup: _SyncCall.lookup,
     Store: _SyncCall.store,
     Discard: _SyncCall.discard,
+    Check: _SyncCall.check,
     Join: _SyncCall.join,
     Acquire: _SyncCall.acquire,
     Emit: _SyncCall.emit,
@@ -205,6 +210,9 @@ class _AsyncCall(_Call):
     async def discard(self, op: Discard) -> Any:
         return await self.manager.async_backend.delete(op.key)
 
+    async def check(self, op: Check) -> Any:
+        return await self.manager.async_backend.check(op.epoch, op.dependencies)
+
     async def join(self, op: Join) -> Any:
         flights = self.manager.async_flights
         if flights is None:
@@ -253,6 +261,7 @@ _ASYNC: dict[type, Callable[[_AsyncCall, Any], Awaitable[Any]]] = {
     Lookup: _AsyncCall.lookup,
     Store: _AsyncCall.store,
     Discard: _AsyncCall.discard,
+    Check: _AsyncCall.check,
     Join: _AsyncCall.join,
     Acquire: _AsyncCall.acquire,
     Emit: _AsyncCall.emit,

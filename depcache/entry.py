@@ -57,17 +57,20 @@ class Entry:
     Read-only by convention (a plain slotted class: it is built on every hit, and a frozen
     dataclass costs several times more to build)."""
 
-    __slots__ = ("dependencies", "exception", "value")
+    __slots__ = ("dependencies", "epoch", "exception", "value")
 
     def __init__(
         self,
         value: Any,
         exception: BaseException | None,
         dependencies: Mapping[str, Iterable[str]],
+        epoch: int | None = None,
     ) -> None:
         self.value = value
         self.exception = exception
         self.dependencies = dependencies
+        #: the epoch its computation started from, when known (checked by a validated L1 hit)
+        self.epoch = epoch
 
     def __repr__(self) -> str:
         return f"Entry({self.value!r}, {self.exception!r}, {self.dependencies!r})"
@@ -220,8 +223,10 @@ def decode_entry(
         if brace < 0 or (brace > 1 and not blob[1:brace].isdigit()):
             raise CorruptEntry("malformed entry header")
         header = blob[brace:end]
+        epoch = None
         if dependencies:
             deps: Mapping[str, Iterable[str]] = _parse_deps(header)
+            epoch = int(blob[1:brace]) if brace > 1 else None
         elif header[-1:] != b"}":
             raise CorruptEntry("malformed dependency header")
         else:
@@ -234,5 +239,5 @@ def decode_entry(
     except Exception as exc:
         raise CorruptEntry(f"undecodable entry: {type(exc).__name__}: {exc}") from exc
     if is_exception:
-        return Entry(None, _rebuild_exception(value, allowed_exceptions), deps)
-    return Entry(value, None, deps)
+        return Entry(None, _rebuild_exception(value, allowed_exceptions), deps, epoch)
+    return Entry(value, None, deps, epoch)

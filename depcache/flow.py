@@ -22,12 +22,14 @@ from .events import CacheEvent, CacheEventType
 
 if TYPE_CHECKING:
     from .decorator import CallSpec
+    from .local import LocalCache
     from .manager import CacheManager
 
 __all__ = [
     "COMPUTE",
     "Acquire",
     "CallRecord",
+    "Check",
     "Discard",
     "Emit",
     "Join",
@@ -57,6 +59,15 @@ class _Compute:
 
 
 COMPUTE = _Compute()
+
+
+@dataclass(slots=True)
+class Check:
+    """Whether an entry computed from ``epoch`` is still valid: none of ``dependencies`` (its
+    manager's own) was invalidated since, or lost. Result: bool."""
+
+    epoch: int
+    dependencies: Iterable[str]
 
 
 @dataclass(slots=True)
@@ -112,7 +123,7 @@ class Notify:
     cached_result: Any
 
 
-Operation = Lookup | _Compute | Join | Acquire | Store | Discard | Emit | Notify
+Operation = Lookup | _Compute | Join | Acquire | Store | Check | Discard | Emit | Notify
 Flow = Generator[Operation, Any, Any]
 
 
@@ -148,9 +159,7 @@ def cache_flow(
     l1 = manager.l1
     token = 0
     if l1 is not None:
-        # not inside a computation: an L1 entry may predate an invalidation whose announcement
-        # has not arrived yet, while the enclosing call's epoch was read after it
-        local = l1.get(key) if current_frame() is None else None
+        local = yield from _from_l1(manager, l1, key)
         if local is not None:
             return (yield from _serve(spec, key, local, record, events))
         token = l1.token()
@@ -177,7 +186,8 @@ def cache_flow(
     if reachable and frame.cacheable and (ok or spec.caches(outcome)):
         stored = yield from _store(spec, manager, frame, ok, outcome, epoch, started)
         if stored and l1 is not None:
-            entry = Entry(outcome if ok else None, None if ok else outcome, frame.dependencies)
+            value, error = (outcome, None) if ok else (None, outcome)
+            entry = Entry(value, error, frame.dependencies, epoch)
             l1.put(key, entry, frame.own_dependencies(), token)
     if spec.callback is not None:
         yield Notify(False, None)
@@ -224,6 +234,29 @@ def _look_up(
                 logger.warning("depcache could not delete %s: %s", key, discard_error)
                 return False, None, None
     return False, None, None
+
+
+def _from_l1(
+    manager: CacheManager, l1: LocalCache, key: str
+) -> Generator[Operation, Any, Entry | None]:
+    """The L1 entry of ``key`` to serve, or None.
+
+    Not inside a computation: an L1 entry may predate an invalidation whose announcement has
+    not arrived yet, while the enclosing call's epoch was read after it. With ``l1_validate``
+    the backend first confirms the entry is still valid (else it is dropped from the L1):
+    another process's invalidation is honoured as soon as it returned."""
+    local = l1.get(key) if current_frame() is None else None
+    if local is None or not manager.config.l1_validate:
+        return local
+    if local.epoch is not None:
+        own = local.dependencies.get(manager.prefix, ())
+        try:
+            if (yield Check(local.epoch, own)):
+                return local
+        except Exception as exc:  # the lookup that follows applies the error policy
+            logger.debug("depcache: could not validate the L1 entry %s: %s", key, exc)
+    l1.discard(key)
+    return None
 
 
 def _avoid_stampede(
@@ -277,6 +310,8 @@ def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
     """
     l1 = manager.l1
     if l1 is None or spec.callback is not None or manager.events.active:
+        return None
+    if manager.config.l1_validate:  # needs a round trip: the flow does it
         return None
     if current_frame() is not None:  # inside a computation: see cache_flow
         return None

@@ -9,7 +9,9 @@ meanwhile are lost). The memory backend announces in process, so no thread is ne
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .announce import parse_message
@@ -47,6 +49,8 @@ class InvalidationListener(threading.Thread):
         self.l1 = l1
         self.stopping = threading.Event()
         self.subscribed = threading.Event()
+        #: the thread that took over in a forked child
+        self.successor: InvalidationListener | None = None
 
     def _client(self) -> Any:
         if self.config.cluster:
@@ -92,6 +96,8 @@ class InvalidationListener(threading.Thread):
     def stop(self) -> None:
         """Ask the thread to end (it does within about half a second)."""
         self.stopping.set()
+        if self.successor is not None:
+            self.successor.stop()
 
 
 def listen(manager: CacheManager, l1: LocalCache) -> InvalidationListener | None:
@@ -106,4 +112,25 @@ def listen(manager: CacheManager, l1: LocalCache) -> InvalidationListener | None
         return None
     thread = InvalidationListener(manager.config, manager.invalidation_channel, l1)
     thread.start()
+    _listening[thread] = None
     return thread
+
+
+# the listeners of this process; a forked child has none of their threads
+_listening: weakref.WeakKeyDictionary[InvalidationListener, None] = weakref.WeakKeyDictionary()
+
+
+def _listen_again_after_fork() -> None:
+    """In a forked child (a prefork server, a Celery pool child), each L1 inherited from the
+    parent would serve entries that no thread keeps coherent: flush it and listen anew."""
+    inherited = [t for t in list(_listening) if not t.stopping.is_set()]
+    _listening.clear()
+    for old in inherited:
+        old.l1.flush(active=False)
+        thread = InvalidationListener(old.config, old.channel, old.l1)
+        old.successor = thread  # what the manager stops when it closes
+        thread.start()
+        _listening[thread] = None
+
+
+os.register_at_fork(after_in_child=_listen_again_after_fork)

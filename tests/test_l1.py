@@ -206,3 +206,101 @@ def test_l1_on_a_cluster_follows_invalidations_made_elsewhere(
     assert f() == 2
     writer.close()
     reader.close()
+
+
+def _forked_reader(url: str, prefix: str, ready: Any, go: Any, result: Any) -> None:
+    """In a forked child: the L1 inherited from the parent must follow invalidations again."""
+    manager = depcache.registered_managers()[prefix]
+    calls = manager._test_calls  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while manager.l1 is None or not manager.l1.active:  # flushed at the fork, then listening
+        if time.monotonic() > deadline:
+            result.put("the child's L1 never listened again")
+            return
+        time.sleep(0.01)
+    first = calls["f"](1)
+    ready.set()
+    go.wait(10)
+    deadline = time.monotonic() + 5
+    while calls["f"](1) == first:
+        if time.monotonic() > deadline:
+            result.put(f"stale after the invalidation: {first}")
+            return
+        time.sleep(0.01)
+    result.put("ok")
+
+
+@pytest.mark.redis
+def test_a_forked_child_keeps_its_inherited_l1_coherent(redis_url: str, prefix: str) -> None:
+    manager = depcache.get_or_create_cache_manager(
+        prefix, config=RedisConfig(url=redis_url, prefix=prefix, l1_size=100, l1_max_age=600)
+    )
+    assert manager._listener is not None
+    assert manager._listener.subscribed.wait(10)
+    version = mp.get_context("fork").Value("i", 0)
+
+    @cache_with_deps(cache_manager=manager, ttl=600)
+    def f(x: int) -> int:
+        add_dependency(f"row:{x}")
+        return int(version.value)
+
+    manager._test_calls = {"f": f}  # type: ignore[attr-defined]
+    assert f(1) == 0  # in the parent's L1 before the fork
+    context = mp.get_context("fork")
+    ready, go, result = context.Event(), context.Event(), context.Queue()
+    child = context.Process(target=_forked_reader, args=(redis_url, prefix, ready, go, result))
+    child.start()
+    try:
+        assert ready.wait(15)
+        version.value = 1
+        manager.invalidate_dependency("row:1")
+        go.set()
+        assert result.get(timeout=20) == "ok"
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["l1_validate", "announcement only"])
+@pytest.mark.parametrize("topology", ["redis", "cluster"])
+def test_l1_validate_reads_another_process_write_before_its_announcement(
+    request: pytest.FixtureRequest, prefix: str, validate: bool, topology: str
+) -> None:
+    if topology == "cluster":
+        url, cluster = request.getfixturevalue("cluster_url"), True
+    else:
+        url, cluster = request.getfixturevalue("redis_url"), False
+    reader = depcache.get_or_create_cache_manager(
+        f"{prefix}-reader",
+        config=RedisConfig(
+            url=url,
+            prefix=prefix,
+            cluster=cluster,
+            l1_size=100,
+            l1_max_age=600,
+            l1_validate=validate,
+        ),
+    )
+    writer = depcache.get_or_create_cache_manager(  # another process, in effect: no shared L1
+        f"{prefix}-writer", config=RedisConfig(url=url, prefix=prefix, cluster=cluster)
+    )
+    assert reader._listener is not None
+    assert reader._listener.subscribed.wait(10)
+    l1 = reader.l1
+    assert l1 is not None
+    truth = {"row": 1}
+
+    @cache_with_deps(cache_manager=reader, ttl=600)
+    def row() -> int:
+        add_dependency("row")
+        return truth["row"]
+
+    assert row() == 1
+    assert row() == 1  # an L1 hit
+    l1.invalidate = lambda deps: 0  # type: ignore[method-assign]  # the announcement is late
+    truth["row"] = 2
+    writer.invalidate_dependency("row")  # returned: another process's write is done
+    # validated, the L1 entry is found void and dropped; otherwise it is served until the
+    # announcement arrives (the documented window)
+    assert row() == (2 if validate else 1)

@@ -73,6 +73,10 @@ class ThreadedAsyncBackend(AsyncCacheBackend):
         """See CacheBackend.ttl."""
         return await asyncio.to_thread(self.sync.ttl, key)
 
+    async def check(self, epoch: int, dependencies: Iterable[str]) -> bool:
+        """See CacheBackend.check."""
+        return await asyncio.to_thread(self.sync.check, epoch, list(dependencies))
+
     async def acquire_lock(self, key: str, ttl: float) -> str | None:
         """See CacheBackend.acquire_lock."""
         return await asyncio.to_thread(self.sync.acquire_lock, key, ttl)

@@ -132,6 +132,12 @@ class CacheBackend(BackendMixin, ABC):
         """Invalidate several dependencies; return the number of entries removed."""
         return sum(self.invalidate_dependency(dep) for dep in dependencies)
 
+    def check(self, epoch: int, dependencies: Iterable[str]) -> bool:
+        """Whether an entry computed from ``epoch`` is still valid: none of ``dependencies``
+        was invalidated since (what ``l1_validate`` asks before an L1 hit). The default,
+        for backends that keep no invalidation markers, cannot tell and says yes."""
+        return True
+
     def acquire_lock(self, key: str, ttl: float) -> str | None:
         """Take the cross-process computation lock of ``key`` for at most ``ttl`` seconds.
 
@@ -198,6 +204,10 @@ class AsyncCacheBackend(BackendMixin, ABC):
     ) -> bool:
         """See :meth:`CacheBackend.store`."""
         await self.set(key, value, ttl, dependencies)
+        return True
+
+    async def check(self, epoch: int, dependencies: Iterable[str]) -> bool:
+        """See :meth:`CacheBackend.check`."""
         return True
 
     async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:

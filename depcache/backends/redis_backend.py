@@ -119,6 +119,10 @@ class RedisBackend(_Watched, CacheBackend):
         """Store and index unconditionally."""
         self.store(key, value, ttl, dependencies or (), None)
 
+    def check(self, epoch: int, dependencies: Iterable[str]) -> bool:
+        """Whether an entry computed from ``epoch`` is still valid (one round trip)."""
+        return bool(self._run(self.protocol.check(epoch, dependencies)))
+
     def get(self, key: str) -> Blob | None:
         """The entry's bytes if it is still valid (see :meth:`lookup`), or None."""
         return self.lookup(key)[0]
@@ -224,6 +228,10 @@ class AsyncRedisBackend(_Watched, AsyncCacheBackend):
     ) -> None:
         """Store and index unconditionally."""
         await self.store(key, value, ttl, dependencies or (), None)
+
+    async def check(self, epoch: int, dependencies: Iterable[str]) -> bool:
+        """See RedisBackend.check."""
+        return bool(await self._run(self.protocol.check(epoch, dependencies)))
 
     async def get(self, key: str) -> Blob | None:
         """See RedisBackend.get."""

@@ -69,19 +69,21 @@ class ClusterProtocol(Layout, LockSteps):
             guard = read_guard(blob, self.prefix)
             if guard is None:
                 logger.warning("depcache entry %s is unreadable and will be replaced", key)
-            else:
-                checks: list[Command] = [("GET", self.epoch_keys[1])]
-                checks.extend(("ZSCORE", self._deps_key(dep), "") for dep in guard.dependencies)
-                floor, *marks = yield checks
-                if (
-                    floor is not None
-                    and guard.epoch >= as_int(floor)
-                    and all(m is not None and -as_float(m) <= guard.epoch for m in marks)
-                ):
-                    return blob, None
+            elif (yield from self.check(guard.epoch, guard.dependencies)):
+                return blob, None
         ((epoch, held, _current),) = yield [self._epoch_read()]
         # held below an invalidation in flight: right for the store's check, not for sharing
         return None, HeldEpoch(as_int(epoch)) if as_int(held) else as_int(epoch)
+
+    def check(self, epoch: int, dependencies: Iterable[str]) -> Steps:
+        """Whether an entry computed from ``epoch`` with ``dependencies`` is still valid: the
+        floor (the epoch's node) and each dependency's marker (its node), in one round trip."""
+        checks: list[Command] = [("GET", self.epoch_keys[1])]
+        checks.extend(("ZSCORE", self._deps_key(dep), "") for dep in dependencies)
+        floor, *marks = yield checks
+        if floor is None or epoch < as_int(floor):
+            return False
+        return all(mark is not None and -as_float(mark) <= epoch for mark in marks)
 
     def store(
         self,

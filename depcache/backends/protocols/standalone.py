@@ -79,6 +79,12 @@ class StandaloneProtocol(Layout, LockSteps):
         (removed,) = yield [script("invalidate", keys, *args)]
         return as_int(removed)
 
+    def check(self, epoch: int, dependencies: Iterable[str]) -> Steps:
+        """Whether an entry computed from ``epoch`` with ``dependencies`` is still valid."""
+        keys = [self.epoch_keys[1], *(self._deps_key(dep) for dep in dependencies)]
+        (valid,) = yield [script("check", keys, int(epoch))]
+        return bool(as_int(valid))
+
     def delete(self, keys: Sequence[str]) -> Steps:
         """Delete entries; return how many existed."""
         if not keys:
