@@ -1490,17 +1490,21 @@ def test_dependency_index_lives_as_long_as_its_entries(
 async def test_redis_round_trips(
     redis_manager: depcache.CacheManager, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client_class: Any = redis.Redis if mode == "sync" else redis.asyncio.Redis
-    original = client_class.execute_command
+    # a round trip is one write of commands to a connection (the hit path writes its one
+    # command to a pooled connection itself, past execute_command)
+    connection_class: Any = (
+        redis.connection.Connection if mode == "sync" else redis.asyncio.connection.Connection
+    )
+    original = connection_class.send_packed_command
     commands: list[str] = []
 
-    def counting(self: Any, *args: Any, **options: Any) -> Any:
-        commands.append(str(args[0]))
-        return original(self, *args, **options)
+    def counting(self: Any, command: Any, *args: Any, **options: Any) -> Any:
+        commands.append(repr(command)[:60])
+        return original(self, command, *args, **options)
 
-    async def acounting(self: Any, *args: Any, **options: Any) -> Any:
-        commands.append(str(args[0]))
-        return await original(self, *args, **options)
+    async def acounting(self: Any, command: Any, *args: Any, **options: Any) -> Any:
+        commands.append(repr(command)[:60])
+        return await original(self, command, *args, **options)
 
     @cached(mode, cache_manager=redis_manager)
     def f(x: int) -> int:
@@ -1513,7 +1517,9 @@ async def test_redis_round_trips(
     await op(redis_manager, mode, "invalidate_dependency", "warm-up")  # and the invalidate one
     for x in range(1, 100):
         await call(f, x)
-    monkeypatch.setattr(client_class, "execute_command", counting if mode == "sync" else acounting)
+    monkeypatch.setattr(
+        connection_class, "send_packed_command", counting if mode == "sync" else acounting
+    )
 
     commands.clear()
     await call(f, 1000)

@@ -35,6 +35,7 @@ __all__ = [
     "async_standalone_runner",
     "by_source",
     "lua_source",
+    "resp",
     "run_one",
     "run_steps",
     "script",
@@ -84,6 +85,11 @@ def by_source(command: Command) -> Command:
     if command[0] == "EVALSHA":
         return ("EVAL", _SOURCES[command[1]], *command[2:])
     return command
+
+
+def resp(*parts: bytes) -> bytes:
+    """``parts`` as a RESP command (what a client writes to the socket)."""
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
 def as_int(reply: Any) -> int:

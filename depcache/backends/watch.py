@@ -182,6 +182,9 @@ class DeploymentWatch(threading.Thread):
         self.interval = interval
         self.can_evict: bool | None = None
         self.nodes: dict[str, NodeInfo] = {}
+        #: each watched prefix's floor as last read (a Redis Cluster hit compares with it
+        #: instead of reading it from the epoch's node: it moves only when a loss is detected)
+        self.floors: dict[str, int] = {}
         self._prefixes: dict[str, list[Reconciled]] = {}
         self._users: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -212,6 +215,7 @@ class DeploymentWatch(threading.Thread):
                 return
             self._users.pop(prefix, None)
             self._prefixes.pop(prefix, None)
+            self.floors.pop(prefix, None)
             if not self._users:
                 self._stopping.set()
 
@@ -257,7 +261,9 @@ class DeploymentWatch(threading.Thread):
         with self._lock:
             prefixes = {p: list(cbs) for p, cbs in self._prefixes.items()}
         for prefix, callbacks in prefixes.items():
-            if self._reconcile(prefix, nodes, seen):
+            raised = self._reconcile(prefix, nodes, seen)
+            self._read_floor(prefix)
+            if raised:
                 logger.warning(
                     "depcache: a master of %s lost data or changed (restart, failover); "
                     "entries of prefix %r computed before are void",
@@ -288,6 +294,13 @@ class DeploymentWatch(threading.Thread):
             if int(run_one(client, script("watch_bump", keys, *args))) == 1:
                 return bump
         return False
+
+    def _read_floor(self, prefix: str) -> None:
+        floor = self._connected().get(f"{{{prefix}:epoch}}:floor")
+        if floor is None:
+            self.floors.pop(prefix, None)
+        else:
+            self.floors[prefix] = int(floor)
 
     def _connected(self) -> Any:
         if self._client is None:

@@ -1,9 +1,11 @@
 -- Look an entry up, and serve it only if it is still valid: nothing it depends on may have been
 -- invalidated after it was computed, or lost (evicted, or gone with a node that lost its data).
--- KEYS[1] the entry, KEYS[2] the epoch, KEYS[3] the floor (entries computed before it are void),
--- KEYS[4] the record of the masters' identities (see backends/watch.py)
--- ARGV[1] the manager's namespace (its prefix: its dependencies in the entry's header)
--- ARGV[2], ARGV[3] the index key of a dependency d is ARGV[2] .. d .. ARGV[3]
+-- KEYS[1] the entry; ARGV[1] the manager's prefix (its namespace in the entry's header)
+-- The other keys are named from the prefix, as backends/protocols/layout.py names them: this
+-- script runs on every hit of a standalone server, where every argument costs the client time
+-- (the server does not need keys declared there): the epoch P:epoch, the floor {P:epoch}:floor
+-- (entries computed before it are void), the record of the masters' identities
+-- {P:epoch}:nodes (see backends/watch.py), the index of dependency d P:d:{d}:i.
 -- Returns the entry (a hit), or the epoch a computation starts from (an integer: a miss), or
 -- {epoch, 'unreadable'} when the key holds something that is not an entry.
 -- include: _epoch.lua
@@ -14,6 +16,11 @@
 -- The entry is valid when S >= the floor and every dependency of its namespace has a marker
 -- <= S. A marker that is missing may have been evicted, so it voids the entry: eviction of
 -- any key can cost entries, never serve a stale one.
+local prefix = ARGV[1]
+local epoch_key = prefix .. ':epoch'
+local floor_key = '{' .. epoch_key .. '}:floor'
+local index_head = prefix .. ':d:{'
+
 -- valid(v) is true, or false and 'unreadable' when v is not an entry at all
 local function valid(v)
   if type(v) ~= 'string' then
@@ -25,7 +32,7 @@ local function valid(v)
   if not nl or not s then
     return false, 'unreadable'
   end
-  local floor = redis.call('GET', KEYS[3])
+  local floor = redis.call('GET', floor_key)
   if not floor or s < tonumber(floor) then
     return false
   end
@@ -36,7 +43,7 @@ local function valid(v)
   if not ok or type(head) ~= 'table' then
     return false, 'unreadable'
   end
-  local deps = head[ARGV[1]]
+  local deps = head[prefix]
   if deps == nil then
     return true
   end
@@ -47,7 +54,7 @@ local function valid(v)
     if type(dep) ~= 'string' then
       return false, 'unreadable'
     end
-    local mark = redis.call('ZSCORE', ARGV[2] .. dep .. ARGV[3], '')
+    local mark = redis.call('ZSCORE', index_head .. dep .. '}:i', '')
     if not mark or -tonumber(mark) > s then
       return false
     end
@@ -63,12 +70,12 @@ if v then
     return v
   end
 end
-local epoch = current_epoch(KEYS[2])
-if redis.call('EXISTS', KEYS[3]) == 0 then
+local epoch = current_epoch(epoch_key)
+if redis.call('EXISTS', floor_key) == 0 then
   -- no floor: a new prefix, or the floor was lost, and with it which entries are void: void
   -- them all. The identities recorded before no longer matter ('?': none yet).
-  redis.call('SET', KEYS[3], string.format('%d', epoch))
-  redis.call('SET', KEYS[4], '?')
+  redis.call('SET', floor_key, string.format('%d', epoch))
+  redis.call('SET', '{' .. epoch_key .. '}:nodes', '?')
 end
 if why then
   return {epoch, why}

@@ -62,28 +62,37 @@ class ClusterProtocol(Layout, LockSteps):
         flight: a minute, or the guard window if longer."""
         return max(60_000, self.guard_ms)
 
-    def lookup(self, key: str) -> Steps:
-        """The entry if it is still valid, else None and the epoch to compute from."""
+    def lookup(self, key: str, floor: int | None = None) -> Steps:
+        """The entry if it is still valid, else None and the epoch to compute from.
+
+        ``floor`` is the prefix's floor as the deployment's watch last read it (then the hit
+        does not read it from the epoch's node), or None."""
         (blob,) = yield [("GET", self.entry_prefix + key)]
         if blob is not None:
             guard = read_guard(blob, self.prefix)
             if guard is None:
                 logger.warning("depcache entry %s is unreadable and will be replaced", key)
-            elif (yield from self.check(guard.epoch, guard.dependencies)):
+            elif (yield from self.check(guard.epoch, guard.dependencies, floor)):
                 return blob, None
         ((epoch, held, _current),) = yield [self._epoch_read()]
         # held below an invalidation in flight: right for the store's check, not for sharing
         return None, HeldEpoch(as_int(epoch)) if as_int(held) else as_int(epoch)
 
-    def check(self, epoch: int, dependencies: Iterable[str]) -> Steps:
+    def check(self, epoch: int, dependencies: Iterable[str], floor: int | None = None) -> Steps:
         """Whether an entry computed from ``epoch`` with ``dependencies`` is still valid: the
-        floor (the epoch's node) and each dependency's marker (its node), in one round trip."""
-        checks: list[Command] = [("GET", self.epoch_keys[1])]
+        floor (given, or read on the epoch's node) and each dependency's marker (on its node),
+        in one round trip."""
+        checks: list[Command] = [] if floor is not None else [("GET", self.epoch_keys[1])]
         checks.extend(("ZSCORE", self._deps_key(dep), "") for dep in dependencies)
-        floor, *marks = yield checks
-        if floor is None or epoch < as_int(floor):
+        replies = (yield checks) if checks else []
+        if floor is None:
+            read, *replies = replies
+            if read is None:
+                return False
+            floor = as_int(read)
+        if epoch < floor:
             return False
-        return all(mark is not None and -as_float(mark) <= epoch for mark in marks)
+        return all(mark is not None and -as_float(mark) <= epoch for mark in replies)
 
     def store(
         self,

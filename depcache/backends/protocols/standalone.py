@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...announce import Announcer
-from ..runners import Command, Steps, as_int, script
+from ..runners import Command, Steps, as_int, resp, script
 from .layout import Layout
 from .locks import LockSteps
 
@@ -26,13 +26,20 @@ class StandaloneProtocol(Layout, LockSteps):
     """What a standalone Redis runs for each backend operation (no I/O)."""
 
     def lookup_command(self, key: str) -> Command:
-        """The one command of a lookup (the backends run it directly: the hit path)."""
-        return script(
-            "lookup",
-            (self.entry_prefix + key, *self.epoch_keys),
-            self.prefix,
-            *self.index_affixes,
-        )
+        """The one command of a lookup: ``lua/lookup.lua`` with the entry and the prefix."""
+        return script("lookup", (self.entry_prefix + key,), self.prefix)
+
+    def lookup_packed(self) -> tuple[bytes, bytes, bytes]:
+        """The lookup as RESP bytes around its one varying part, the entry key: (before,
+        entry key prefix, after). The hit path writes ``before + $<n> key + after`` to the
+        socket itself: through redis-py's command packing, each argument costs a hit time."""
+        parts = [str(part).encode() for part in self.lookup_command("\x00")]
+        at = parts.index((self.entry_prefix + "\x00").encode())
+        packed = resp(*parts[:at]), resp(*parts[at + 1 :])
+        # resp() counts its parts in a header: re-count them for the whole command
+        head = b"*%d\r\n" % len(parts) + packed[0].split(b"\r\n", 1)[1]
+        tail = packed[1].split(b"\r\n", 1)[1]
+        return head, self.entry_prefix.encode(), tail
 
     def lookup_reply(self, key: str, reply: Any) -> tuple[bytes | None, int | None]:
         """The entry (a hit), or None and the epoch to compute from."""
@@ -43,8 +50,8 @@ class StandaloneProtocol(Layout, LockSteps):
             return None, as_int(reply[0])
         return None, as_int(reply)
 
-    def lookup(self, key: str) -> Steps:
-        """See :meth:`lookup_command`."""
+    def lookup(self, key: str, floor: int | None = None) -> Steps:
+        """See :meth:`lookup_command` (the script reads the floor: ``floor`` is ignored)."""
         (reply,) = yield [self.lookup_command(key)]
         return self.lookup_reply(key, reply)
 
@@ -79,8 +86,9 @@ class StandaloneProtocol(Layout, LockSteps):
         (removed,) = yield [script("invalidate", keys, *args)]
         return as_int(removed)
 
-    def check(self, epoch: int, dependencies: Iterable[str]) -> Steps:
-        """Whether an entry computed from ``epoch`` with ``dependencies`` is still valid."""
+    def check(self, epoch: int, dependencies: Iterable[str], floor: int | None = None) -> Steps:
+        """Whether an entry computed from ``epoch`` with ``dependencies`` is still valid (the
+        script reads the floor: ``floor`` is ignored)."""
         keys = [self.epoch_keys[1], *(self._deps_key(dep) for dep in dependencies)]
         (valid,) = yield [script("check", keys, int(epoch))]
         return bool(as_int(valid))
