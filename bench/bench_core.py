@@ -656,6 +656,70 @@ class DepcacheCluster(DecoratorLibrary):
                 raise Problem("depcache did not read back a populated cluster entry")
 
 
+MEMORY_KS = (1, 5)
+
+
+def measure_memory(url: str, prefix: str, entries: int) -> list[dict[str, Any]]:
+    """Bytes per cached entry (``MEMORY USAGE`` of every key, summed), depcache against raw
+    redis-py's ``SET`` + one ``SADD`` per dependency, with k distinct dependencies per entry
+    (the bench's miss: no dependency shared), the same value and keys of the same length
+    (depcache's entry keys, under another prefix)."""
+    import depcache  # noqa: PLC0415 - optional: --libs can leave it out
+
+    admin = redis.Redis.from_url(url)
+    rows = []
+    try:
+        for k in MEMORY_KS:
+            raw_prefix, dc_prefix = f"{prefix}-mem-ra{k}", f"{prefix}-mem-dc{k}"
+            manager = depcache.get_or_create_cache_manager(
+                dc_prefix, config=depcache.RedisConfig(url=url, prefix=dc_prefix)
+            )
+
+            keys: dict[int, str] = {}
+
+            def user_profile(
+                i: int, k: int = k, keys: dict[int, str] = keys, raw: str = raw_prefix
+            ) -> dict[str, Any]:
+                keys[i] = f"{raw}:k:{depcache.current_cache_key()}"
+                for j in range(k):
+                    depcache.add_dependency(f"{i}:{j}")
+                return make_value(i)
+
+            # keyed as a module-level function of an app would be (the length of the names an
+            # index holds decides its encoding; see the table's note)
+            user_profile.__qualname__ = "user_profile"
+            target = depcache.cache_with_deps(cache_manager=manager, ttl=3600)(user_profile)
+            for i in range(entries):
+                target(i)
+            manager.close()
+            pipe = admin.pipeline(transaction=False)
+            for i, key in keys.items():
+                pipe.set(key, jdumps(make_value(i)), ex=3600)
+                for j in range(k):
+                    pipe.sadd(f"{raw_prefix}:d:{{{i}:{j}}}:i", key)
+            pipe.execute()
+            sizes = {}
+            for name, pattern in (("raw", raw_prefix), ("depcache", dc_prefix)):
+                keys = list(admin.scan_iter(match=f"{pattern}:*", count=1000))
+                pipe = admin.pipeline(transaction=False)
+                for key in keys:
+                    pipe.memory_usage(key, samples=0)
+                sizes[name] = sum(int(n or 0) for n in pipe.execute()) / entries
+                for start in range(0, len(keys), 500):
+                    admin.unlink(*keys[start : start + 500])
+            rows.append(
+                {
+                    "k": k,
+                    "raw_bytes": round(sizes["raw"]),
+                    "depcache_bytes": round(sizes["depcache"]),
+                    "ratio": round(sizes["depcache"] / sizes["raw"], 2),
+                }
+            )
+    finally:
+        admin.close()
+    return rows
+
+
 def run_protocols_together(run: Any, protocols: list[Any]) -> None:
     """Run depcache step protocols (generators of command batches) in lock step: step i of
     every protocol goes out in one batch of the backend's runner. Every protocol must return
@@ -1398,6 +1462,27 @@ def build_document(report: Report, meta: dict[str, Any], cluster: ClusterRun | N
     )
     doc.heading("Commands per operation (standalone)")
     doc.pre(breakdown)
+    if meta.get("memory"):
+        doc.heading("Memory per cached entry (standalone)")
+        memory = Table(["dependencies", "redis-py SET + SADD", "depcache", "x raw"], {1, 2, 3})
+        for m in meta["memory"]:
+            memory.add(
+                [
+                    f"k={m['k']}",
+                    f"{m['raw_bytes']:,} B",
+                    f"{m['depcache_bytes']:,} B",
+                    f"{m['ratio']:.2f}",
+                ]
+            )
+        doc.table(memory)
+        doc.para(
+            "MEMORY USAGE of every key, summed, per entry: depcache's entry (with its epoch and "
+            "dependency header), its members in the dependency indexes and the indexes' markers, "
+            "against the raw value and one set per dependency; k distinct dependencies per entry; "
+            "the function is named like a module-level one (bench_core.user_profile): an index "
+            "whose entries' names (module.qualname:22 characters) pass 64 bytes leaves Redis's "
+            "compact encoding and costs about 1 kB more."
+        )
 
     if cluster is not None and cluster.bench is not None:
         cmeta = cluster.meta
@@ -1685,6 +1770,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         bench.run(t0)
+        if DC in wanted:
+            meta["memory"] = measure_memory(
+                bench.url, bench.run_prefix, 300 if args.quick else 3000
+            )
     finally:
         removed = bench.cleanup()
     meta["cleaned_keys"] = removed

@@ -13,6 +13,7 @@ attribute (``ClassName::id``), and finally ``str()`` qualified by the object's t
 from __future__ import annotations
 
 import hashlib
+from base64 import urlsafe_b64encode
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -153,4 +154,6 @@ class KeyTemplate:
                 )
         hasher = _HASHER.copy()
         hasher.update(encoded.encode("utf-8", "surrogatepass"))
-        return self.base + hasher.hexdigest()
+        # base64url, not hex: 22 characters instead of 32 keep the names an index holds under
+        # Redis's 64-byte limit for compact sorted sets (zset-max-listpack-value)
+        return self.base + urlsafe_b64encode(hasher.digest())[:22].decode()

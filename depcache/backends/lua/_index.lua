@@ -1,10 +1,12 @@
 -- Shared by the scripts that index an entry (included where a script says so): add an entry to
 -- an index that already holds its marker, and keep the index's life and size in check.
+-- An index names an entry by its key without the manager's entry prefix (P:k:): short names
+-- keep a small index in Redis's compact encoding (members of at most 64 bytes).
 -- index: the key, entry: the member, score: its expiry in ms or '+inf', now: ms,
 -- sweep: whether this call also drops members that expired, salt: a number that varies between
 -- calls (which members it checks for entries deleted or evicted otherwise), or nil on a cluster,
--- where a script may not read the entries (other slots)
-local function index_entry(index, entry, score, now, sweep, salt)
+-- where a script may not read the entries (other slots), entries: the entry prefix (P:k:)
+local function index_entry(index, entry, score, now, sweep, salt, entries)
   redis.call('ZADD', index, score, entry)
   -- the index (and the marker in it) lives as long as its longest-lived member
   if score == '+inf' then
@@ -25,9 +27,13 @@ local function index_entry(index, entry, score, now, sweep, salt)
   if size > 32 then
     local from = 1 + salt % (size - 4)
     local members = redis.call('ZRANGE', index, from, from + 3)
-    if redis.call('EXISTS', unpack(members)) < #members then
-      for _, member in ipairs(members) do
-        if redis.call('EXISTS', member) == 0 then
+    local keys = {}
+    for i, member in ipairs(members) do
+      keys[i] = entries .. member
+    end
+    if redis.call('EXISTS', unpack(keys)) < #keys then
+      for i, member in ipairs(members) do
+        if redis.call('EXISTS', keys[i]) == 0 then
           redis.call('ZREM', index, member)
         end
       end

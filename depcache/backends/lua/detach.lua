@@ -2,7 +2,7 @@
 -- step 1 (entries computed before it are void from now on: hits check the marker) and detach
 -- its index.
 -- KEYS[1] the index, ARGV[1] the epoch, ARGV[2] how long the marker outlives the entries (ms)
--- Returns the entries the index named (step 3 deletes them).
+-- Returns the entries the index named, without the entry prefix (step 3 deletes them).
 -- invalidations may reach this slot out of order: the marker keeps the highest epoch
 local mark = redis.call('ZSCORE', KEYS[1], '')
 local epoch = tonumber(ARGV[1])

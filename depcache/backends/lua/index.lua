@@ -2,7 +2,8 @@
 -- invalidated after the computation started. The entry itself is written in the same round
 -- trip, on its own node: hits check the marker, so an entry whose index refused it is void.
 -- KEYS[1] the index (entries and the dependency's marker, member '': see lookup.lua)
--- ARGV[1] entry key, ARGV[2] ttl in ms ('0': none), ARGV[3] S, the epoch the computation
+-- ARGV[1] the entry's name (its key without the entry prefix), ARGV[2] ttl in ms ('0': none),
+-- ARGV[3] S, the epoch the computation
 -- started from, ARGV[4] '1' when this node may evict keys
 -- Returns 1 when indexed, 0 when refused, -1 when the marker is missing and may have been
 -- evicted (the caller then reads the epoch and sets the marker: mark.lua).

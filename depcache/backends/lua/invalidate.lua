@@ -6,6 +6,7 @@
 -- ARGV[1]       how long a marker outlives its entries, in milliseconds (the guard window)
 -- ARGV[2]       pub/sub channel of the announcement ('' : none)
 -- ARGV[3]       the announcement's JSON up to its "removed": count
+-- ARGV[4]       the entry prefix (P:k:): an index names entries without it
 -- Returns the number of entries deleted.
 -- include: _epoch.lua
 current_epoch(KEYS[1])
@@ -18,7 +19,11 @@ for i = 2, #KEYS do
   redis.call('ZADD', index, -epoch, '')
   redis.call('PEXPIRE', index, ARGV[1])
   for j = 1, #members, 1000 do
-    removed = removed + redis.call('DEL', unpack(members, j, math.min(j + 999, #members)))
+    local keys = {}
+    for m = j, math.min(j + 999, #members) do
+      keys[#keys + 1] = ARGV[4] .. members[m]
+    end
+    removed = removed + redis.call('DEL', unpack(keys))
   end
 end
 if ARGV[2] ~= '' then

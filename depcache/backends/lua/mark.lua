@@ -3,7 +3,8 @@
 -- invalidation an evicted marker could have recorded, and index the entry if it is still valid.
 -- KEYS[1] the index
 -- ARGV[1] the current epoch, read after index.lua found the marker missing
--- ARGV[2] entry key ('': the entry is void, only set the marker), ARGV[3] ttl in ms ('0': none)
+-- ARGV[2] the entry's name, its key without the entry prefix ('': the entry is void, only set
+-- the marker), ARGV[3] ttl in ms ('0': none)
 -- ARGV[4] how long a marker outlives its entries, in ms (the guard window)
 -- Returns 1.
 -- include: _index.lua

@@ -8,10 +8,13 @@
 -- ARGV[3] S, or '' to store unconditionally
 -- ARGV[4] '1' when this server may evict keys, so that a missing marker may have been lost
 -- ARGV[5] how long a marker outlives its entries, in milliseconds (the guard window)
+-- ARGV[6] the entry's name in the indexes: its key without the entry prefix
 -- Returns 1 when stored, 0 when refused.
 -- include: _index.lua
 -- include: _epoch.lua
 local n = #KEYS - 4
+local member = ARGV[6]
+local entries = string.sub(KEYS[1], 1, #KEYS[1] - #member)
 local s = tonumber(ARGV[3])
 local value = ARGV[1]
 local missing = {}
@@ -76,12 +79,12 @@ end
 for i = 1, n do
   local index = KEYS[4 + i]
   if is_missing[i] then
-    redis.call('ZADD', index, score, KEYS[1], -s, '')
+    redis.call('ZADD', index, score, member, -s, '')
     if score ~= '+inf' then
       redis.call('PEXPIREAT', index, score)
     end
   else
-    index_entry(index, KEYS[1], score, now, (micros + i) % 4 == 0, micros + i)
+    index_entry(index, member, score, now, (micros + i) % 4 == 0, micros + i, entries)
   end
 end
 return 1

@@ -118,8 +118,7 @@ class ClusterProtocol(Layout, LockSteps):
             return True
         start = int(epoch)
         batch = [
-            script("index", (self._deps_key(d),), entry, ttl_ms, start, int(may_evict))
-            for d in deps
+            script("index", (self._deps_key(d),), key, ttl_ms, start, int(may_evict)) for d in deps
         ]
         batch.append(write)
         *states, _written = yield batch
@@ -135,7 +134,7 @@ class ClusterProtocol(Layout, LockSteps):
         now = as_int(current)
         valid = now <= start
         fix = [
-            script("mark", (self._deps_key(d),), now, entry if valid else "", ttl_ms, self.guard_ms)
+            script("mark", (self._deps_key(d),), now, key if valid else "", ttl_ms, self.guard_ms)
             for d, state in zip(deps, outcome, strict=True)
             if state == _UNMARKED
         ]
@@ -156,7 +155,8 @@ class ClusterProtocol(Layout, LockSteps):
         detached = yield [
             script("detach", (self._deps_key(d),), as_int(epoch), self.guard_ms) for d in deps
         ]
-        members = sorted({m for batch in detached for m in batch})
+        prefix = self.entry_prefix.encode()
+        members = sorted({prefix + m for batch in detached for m in batch})
         # the markers are raised: readers may start from this epoch, the entries are void
         final: list[Command] = [("DEL", m) for m in members]
         final.append(("ZREM", self._in_flight_key(), in_flight))

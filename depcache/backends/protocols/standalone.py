@@ -69,7 +69,7 @@ class StandaloneProtocol(Layout, LockSteps):
         keys = [self._cache_key(key), *self.epoch_keys]
         keys.extend(self._deps_key(dep) for dep in sorted(set(dependencies)))
         check = "" if epoch is None else int(epoch)
-        args = (value, self.ttl_ms(ttl), check, int(may_evict), self.guard_ms)
+        args = (value, self.ttl_ms(ttl), check, int(may_evict), self.guard_ms, key)
         (stored,) = yield [script("store", keys, *args)]
         return bool(as_int(stored))
 
@@ -80,9 +80,9 @@ class StandaloneProtocol(Layout, LockSteps):
             return 0
         keys = [self._epoch_key(), *(self._deps_key(dep) for dep in deps)]
         if announcer is None:
-            args: tuple[Any, ...] = (self.guard_ms, "", "")
+            args: tuple[Any, ...] = (self.guard_ms, "", "", self.entry_prefix)
         else:
-            args = (self.guard_ms, announcer.channel, announcer.head(deps))
+            args = (self.guard_ms, announcer.channel, announcer.head(deps), self.entry_prefix)
         (removed,) = yield [script("invalidate", keys, *args)]
         return as_int(removed)
 
