@@ -31,7 +31,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from .announce import channel_for, parse_message
-from .backends.cluster import create_cluster_client
+from .backends.cluster_client import create_cluster_client
 from .backends.redis_client import backend_errors, create_sync_client
 from .config import RedisConfig
 from .errors import BackendError, ConfigError

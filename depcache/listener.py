@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .announce import parse_message
-from .backends.cluster import create_cluster_client
+from .backends.cluster_client import create_cluster_client
 from .backends.memory import FakeCacheBackend
 from .backends.redis_client import create_sync_client
 from .config import RedisConfig
