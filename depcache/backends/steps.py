@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from .cluster_client import run_batch
 from .redis_client import lua_source
 
 __all__ = ["Command", "Steps", "arun_steps", "eval_command", "run_steps"]
@@ -26,14 +27,16 @@ def eval_command(script: str, keys: Sequence[str], *args: Any) -> Command:
     return ("EVAL", lua_source(script), len(keys), *keys, *args)
 
 
-def _queue(client: Any, pipe: Any, command: Command) -> None:
+def _options(client: Any, command: Command) -> dict[str, Any]:
     if command[0] == "EVAL" and command[2] and isinstance(client, RedisCluster | AsyncRedisCluster):
         # routed by its first key: otherwise a cluster pipeline asks a node for the keys of
         # every EVAL (COMMAND GETKEYS), one blocking round trip each
-        node = client.get_node_from_key(command[3])
-        pipe.execute_command(*command, target_nodes=node)
-    else:
-        pipe.execute_command(*command)
+        return {"target_nodes": client.get_node_from_key(command[3])}
+    return {}
+
+
+def _queue(client: Any, pipe: Any, command: Command) -> None:
+    pipe.execute_command(*command, **_options(client, command))
 
 
 def run_steps(client: Any, steps: Steps) -> Any:
@@ -41,10 +44,14 @@ def run_steps(client: Any, steps: Steps) -> Any:
     try:
         batch = next(steps)
         while True:
-            pipe = client.pipeline(transaction=False)
-            for command in batch:
-                _queue(client, pipe, command)
-            batch = steps.send(pipe.execute())
+            if isinstance(client, RedisCluster):  # bounded when a node hangs: cluster_client
+                replies = run_batch(client, [(c, _options(client, c)) for c in batch])
+            else:
+                pipe = client.pipeline(transaction=False)
+                for command in batch:
+                    _queue(client, pipe, command)
+                replies = pipe.execute()
+            batch = steps.send(replies)
     except StopIteration as stop:
         return stop.value
 
