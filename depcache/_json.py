@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HAS_ORJSON", "dumps", "loads", "stdlib_dumps"]
+__all__ = ["HAS_ORJSON", "dumps", "loads", "stdlib_dumps", "strict_loads"]
 
 
 def _import_orjson() -> Any:
@@ -30,3 +31,27 @@ def stdlib_dumps(data: Any) -> bytes:
 dumps: Callable[[Any], bytes] = _orjson.dumps if HAS_ORJSON else stdlib_dumps
 #: ``loads(bytes) -> data``; raises ValueError on malformed input.
 loads: Callable[[bytes], Any] = _orjson.loads if HAS_ORJSON else json.loads
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:30]} is beyond a float's range")
+    return value
+
+
+def strict_loads(data: bytes | str) -> Any:
+    """Parse JSON as RFC 8259 defines it, for data anyone may have written (pub/sub).
+
+    Raises ValueError (naming what is wrong) for malformed JSON, ``NaN``/``Infinity`` (which
+    Python's json module accepts), numbers beyond a float's range (``1e999``, which it reads
+    as infinity), integers longer than Python converts, and nesting deeper than the
+    interpreter's recursion allows."""
+    try:
+        return json.loads(data, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

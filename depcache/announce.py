@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._json import strict_loads
+
 __all__ = ["Announcer", "InvalidationMessage", "channel_for", "parse_message", "process_origin"]
 
 _origin: tuple[int, str] | None = None
@@ -85,10 +87,23 @@ class Announcer:
         return f"{self.head(dependencies)}{removed}}}"
 
 
+def _string(raw: dict[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} must be a string")
+    return value
+
+
 def parse_message(data: bytes | str) -> InvalidationMessage:
-    """Parse an announcement; raise ValueError naming what is wrong."""
+    """Parse an announcement; raise ValueError naming what is wrong (and nothing else, for any
+    input: it comes from whoever can PUBLISH).
+
+    Wrong is: not JSON as RFC 8259 has it (``NaN``, ``Infinity``, ``1e999`` included), nested
+    too deeply, not an object, or a field missing or of the wrong type (``dependencies`` an
+    array of strings; ``id``, ``manager``, ``prefix``, ``origin`` strings; ``removed`` an
+    integer of at least 0; ``ts`` a number). Other fields are ignored."""
     try:
-        raw = json.loads(data)
+        raw = strict_loads(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -96,17 +111,22 @@ def parse_message(data: bytes | str) -> InvalidationMessage:
     deps = raw.get("dependencies")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise ValueError("'dependencies' must be a list of strings")
+    removed = raw.get("removed")
+    if not isinstance(removed, int) or isinstance(removed, bool) or removed < 0:
+        raise ValueError("field 'removed' must be an integer, at least 0")
+    ts = raw.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        raise ValueError("field 'ts' must be a number")
     try:
-        return InvalidationMessage(
-            id=str(raw["id"]),
-            manager=str(raw["manager"]),
-            prefix=str(raw["prefix"]),
-            dependencies=deps,
-            removed=int(raw["removed"]),
-            origin=str(raw["origin"]),
-            ts=float(raw["ts"]),
-        )
-    except KeyError as exc:
-        raise ValueError(f"missing field {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad field: {exc}") from None
+        when = float(ts)
+    except OverflowError:  # an integer beyond a float's range
+        raise ValueError("field 'ts' is out of range") from None
+    return InvalidationMessage(
+        id=_string(raw, "id"),
+        manager=_string(raw, "manager"),
+        prefix=_string(raw, "prefix"),
+        dependencies=deps,
+        removed=removed,
+        origin=_string(raw, "origin"),
+        ts=when,
+    )

@@ -36,13 +36,15 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 
+from ._json import strict_loads
 from .announce import channel_for, parse_message
-from .backends.cluster import create_cluster_client
+from .backends.cluster_client import create_cluster_client
 from .backends.redis_client import backend_errors, create_sync_client
 from .config import RedisConfig
 from .errors import BackendError, ConfigError, InvalidationError
 from .manager import CacheManager
 from .registry import invalidate, registered_managers
+from .terminal import printable
 
 __all__ = ["main"]
 
@@ -58,18 +60,34 @@ def _client(config: RedisConfig) -> redis.Redis | RedisCluster:
     return create_sync_client(config)
 
 
+def _as_json(message: bytes) -> str:
+    """One JSON line: the message as parsed, re-encoded with every non-ASCII and control
+    character escaped; or, when it is not JSON, an object saying so."""
+    try:
+        value = strict_loads(message)
+    except ValueError as exc:
+        value = {"unreadable": message.decode("utf-8", "replace"), "error": str(exc)}
+    # json.dumps escapes control characters and (ensure_ascii) everything above ASCII; DEL is
+    # ASCII but a control character, and only ever inside a string here
+    return json.dumps(value, ensure_ascii=True).replace("\x7f", "\\u007f")
+
+
 def _describe(message: bytes, as_json: bool) -> str:
+    """One line for a message, with everything it carries escaped for the terminal."""
     if as_json:
-        return message.decode("utf-8", "replace")
+        return _as_json(message)
     try:
         parsed = parse_message(message)
     except ValueError as exc:
-        return f"(unreadable message: {exc}) {message[:200]!r}"
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(parsed.ts))
-    deps = ", ".join(parsed.dependencies)
+        return f"(unreadable message: {printable(str(exc))}) {message[:200]!r}"
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(parsed.ts))
+    except (OverflowError, OSError, ValueError):  # a time no calendar shows
+        stamp = f"ts={parsed.ts!r}"
+    deps = ", ".join(printable(d) for d in parsed.dependencies)
     return (
-        f"{stamp}  {parsed.manager}  invalidated {deps}  "
-        f"removed={parsed.removed}  origin={parsed.origin}"
+        f"{stamp}  {printable(parsed.manager)}  invalidated {deps}  "
+        f"removed={parsed.removed}  origin={printable(parsed.origin)}"
     )
 
 
@@ -283,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", parents=[common], help="print live invalidations")
     watch.add_argument("--prefix", help="one manager's prefix (default: every prefix)")
-    watch.add_argument("--json", action="store_true", help="print the raw JSON messages")
+    watch.add_argument("--json", action="store_true", help="print each message as a JSON line")
     watch.add_argument("--count", type=int, default=0, help="stop after N messages")
     watch.set_defaults(run=cmd_watch)
 

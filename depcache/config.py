@@ -344,6 +344,7 @@ class RedisConfig(ConfigBase):
             raise ConfigError(
                 f"Redis URL {self.safe_url!r} must start with redis://, rediss:// or unix://"
             )
+        _check_url_parts(self.url, self.safe_url)
         if parts.scheme != "unix" and not parts.hostname:
             raise ConfigError(f"Redis URL {self.safe_url!r} names no host")
         # after the last "@", as mask_url reads it: a password may hold an unquoted "/"
@@ -381,17 +382,48 @@ class RedisConfig(ConfigBase):
         }
 
 
+#: a query parameter whose name ends in ``password`` (``password=``, ``ssl_password=``)
+_PASSWORD_PARAMETER = re.compile(r"(?i)[?&][^?&=#]*password=")
+
+
+def _without_password_parameters(rest: str) -> tuple[str, str]:
+    """Split the URL after its ``://`` before its first password parameter: (what comes
+    before, the parameter's name with ``***`` for everything after it). A password may hold
+    unquoted ``@ & # =``, so nothing after ``password=`` is shown."""
+    found = _PASSWORD_PARAMETER.search(rest)
+    if found is None:
+        return rest, ""
+    return rest[: found.start()], found.group() + "***"
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password (if any) replaced by ``***``: in the user info (a
-    password may hold unquoted ``/ ? # @``: everything up to the last ``@`` is user info) and
-    in a ``password=`` query parameter. May hide more than the password, never less."""
+    password may hold unquoted ``@ : /``: everything up to the last ``@`` is user info; the
+    user name, up to the first ``:``, is kept) and in a ``password=`` query parameter (all
+    after it is hidden). May hide more than the password, never less."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return "<unparseable url>" if "@" in url else url
+        return "<unparseable url>" if "@" in url or _PASSWORD_PARAMETER.search(url) else url
+    rest, hidden = _without_password_parameters(rest)
     userinfo, at, hostpart = rest.rpartition("@")
     if at and ":" in userinfo:
         rest = userinfo.split(":", 1)[0] + ":***@" + hostpart
-    path, question, query = rest.partition("?")
-    if question:
-        rest = path + "?" + re.sub(r"(?i)(^|&)(password=)[^&#]*", r"\1\2***", query)
-    return f"{scheme}://{rest}"
+    return f"{scheme}://{rest}{hidden}"
+
+
+def _check_url_parts(url: str, safe_url: str) -> None:
+    """Refuse a URL that redis-py would read differently from :func:`mask_url`: an ``@``
+    after the host (a password holding an unquoted ``/ ? #``, which redis-py reads as the
+    end of the host, so it would connect elsewhere and its errors would show part of the
+    password), or a port that is not a number."""
+    rest, _ = _without_password_parameters(url.partition("://")[2])
+    host_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[host_end:]:
+        raise ConfigError(
+            f"Redis URL {safe_url!r} has an '@' after its host: percent-encode the password "
+            "(urllib.parse.quote(password, safe='')), and any '@' in a query value as %40"
+        )
+    try:
+        urlsplit(url).port  # noqa: B018 - parsed for its ValueError
+    except ValueError:
+        raise ConfigError(f"Redis URL {safe_url!r} has a port that is not a number") from None

@@ -15,7 +15,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .announce import parse_message
-from .backends.cluster import create_cluster_client
+from .backends.cluster_client import create_cluster_client
 from .backends.memory import FakeCacheBackend
 from .backends.redis_client import create_sync_client
 from .config import RedisConfig
@@ -24,23 +24,45 @@ from .local import LocalCache
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["InvalidationListener", "listen"]
+__all__ = ["FIRST_RETRY_DELAY", "MAX_RETRY_DELAY", "InvalidationListener", "listen"]
 
 logger = logging.getLogger("depcache")
 
 
+#: the wait before subscribing again after a drop; doubled after each attempt that fails to
+#: get a confirmed subscription, up to the maximum; back to the first once one is confirmed
+FIRST_RETRY_DELAY = 0.1
+MAX_RETRY_DELAY = 5.0
+
+
 def _on_message(l1: LocalCache, data: bytes | str) -> None:
+    """Apply one announcement to ``l1``.
+
+    An announcement that cannot be read (not JSON, ``NaN`` or ``1e999``, nested too deeply, not
+    an object, a field of the wrong type) may have been an invalidation of anything the L1
+    holds: like a message lost while disconnected, it flushes the whole L1, which then keeps
+    serving (every entry is loaded again from Redis). Flushing is the only safe answer: serving
+    on could serve an entry invalidated elsewhere until ``l1_max_age``. The subscription stays:
+    reading the next message is unaffected, and dropping it would only flush the L1 again and
+    switch it off until the reconnection."""
     try:
         message = parse_message(data)
-    except ValueError as exc:
-        logger.warning("depcache: unreadable invalidation message, flushing L1: %s", exc)
+    except Exception as exc:  # parse_message raises ValueError; any failure means unreadable
+        logger.warning("depcache: unreadable invalidation message, L1 flushed: %s", exc)
         l1.flush(active=True)
         return
     l1.invalidate(message.dependencies)
 
 
 class InvalidationListener(threading.Thread):
-    """Listens to one channel on Redis (standalone or cluster) and feeds an L1."""
+    """Listens to one channel on Redis (standalone or cluster) and feeds an L1.
+
+    ``subscriptions`` counts the subscriptions confirmed so far (1, plus one per reconnection).
+    After a drop it subscribes again after :data:`FIRST_RETRY_DELAY`, doubling the wait after
+    each attempt that gets no confirmed subscription (Redis down), up to
+    :data:`MAX_RETRY_DELAY`; a confirmed subscription starts the next drop at the first delay
+    again. Each drop is logged as a warning naming the wait.
+    """
 
     def __init__(self, config: RedisConfig, channel: str, l1: LocalCache) -> None:
         super().__init__(name=f"depcache-l1-{config.prefix}", daemon=True)
@@ -51,6 +73,7 @@ class InvalidationListener(threading.Thread):
         self.subscribed = threading.Event()
         #: the thread that took over in a forked child
         self.successor: InvalidationListener | None = None
+        self.subscriptions = 0
 
     def _client(self) -> Any:
         if self.config.cluster:
@@ -59,21 +82,24 @@ class InvalidationListener(threading.Thread):
 
     def run(self) -> None:
         """Subscribe, listen, and on any failure flush, wait and subscribe again."""
-        delay = 0.1
+        delay = FIRST_RETRY_DELAY
         while not self.stopping.is_set():
             try:
                 self._listen()
-                delay = 0.1
+                continue  # returns only when stopping
             except Exception as exc:
+                if self.subscribed.is_set():  # a drop of a working subscription: retry soon
+                    delay = FIRST_RETRY_DELAY
                 logger.warning(
-                    "depcache: invalidation channel %s lost (%s); L1 flushed, retrying",
+                    "depcache: invalidation channel %s lost (%s); L1 flushed, retrying in %.1fs",
                     self.channel,
                     exc,
+                    delay,
                 )
             self.subscribed.clear()
             self.l1.flush(active=False)
             self.stopping.wait(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
     def _listen(self) -> None:
         client = self._client()
@@ -86,6 +112,7 @@ class InvalidationListener(threading.Thread):
                     continue
                 if message["type"] == "subscribe":
                     self.l1.flush(active=True)
+                    self.subscriptions += 1
                     self.subscribed.set()
                 elif message["type"] == "message":
                     _on_message(self.l1, message["data"])

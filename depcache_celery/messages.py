@@ -11,15 +11,18 @@ A message is one JSON object, UTF-8 encoded::
 | ``id`` | string or null | optional: the producer's id of the event, for logs and tracing |
 | ``dependencies`` | list of non-empty strings, or null | optional: invalidated as well |
 
-Other fields are ignored (so producers can add some). Anything else is a :class:`BadMessage`.
+Other fields are ignored (so producers can add some). Anything else is a :class:`BadMessage`,
+``NaN``, ``Infinity`` and numbers beyond a float's range (``1e999``) anywhere in the body
+included: they are not JSON, and :func:`~depcache_celery.emit` refuses to send them.
 A Debezium change event (or tombstone) is accepted as well: see :mod:`depcache_celery.debezium`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from . import debezium
 
@@ -84,6 +87,17 @@ def _decode(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> str:
 _MISSING = object()
 
 
+def _not_a_number(name: str) -> NoReturn:
+    raise BadMessage(f"not JSON: {name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise BadMessage(f"not JSON: the number {text[:40]} is beyond a float's range")
+    return value
+
+
 def _event(obj: dict[str, Any]) -> str:
     if "event" not in obj:
         raise BadMessage("missing field 'event'")
@@ -117,15 +131,19 @@ def parse_message(
     """Parse and validate one bus message.
 
     Raises:
-        BadMessage: the body is over ``max_bytes`` (UTF-8 encoded), not UTF-8, not JSON, not an
-            object, lacks ``event`` (or ``data`` without ``dependencies``), or has a field of
-            the wrong type.
+        BadMessage: the body is over ``max_bytes`` (UTF-8 encoded), not UTF-8, not JSON (``NaN``,
+            ``Infinity`` or a number beyond a float's range anywhere in it), not an object,
+            lacks ``event`` (or ``data`` without ``dependencies``), or has a field of the
+            wrong type.
     """
     text = _decode(raw, max_bytes)
     if text.startswith("\ufeff"):  # a UTF-8 BOM some producers write
         text = text[1:]
     try:
-        obj = json.loads(text)
+        # Python's json reads NaN, Infinity and -Infinity, and 1e999 as infinity: refused here
+        obj = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except BadMessage:
+        raise
     except json.JSONDecodeError as exc:
         raise BadMessage(f"not JSON: {exc}") from None
     except RecursionError:

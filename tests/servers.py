@@ -5,7 +5,9 @@ Processes are run by mirakuru (started, waited for, stopped); ports come from po
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -152,6 +154,20 @@ class RedisServer:
     def running(self) -> bool:
         """Whether the process is alive."""
         return bool(self.executor.running())
+
+    def pause(self) -> None:
+        """SIGSTOP the server: the kernel still accepts connections and buffers commands, but
+        nothing answers until :meth:`resume` (a hung server)."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        process = self.executor.process
+        assert process is not None, "the server is not running"
+        return process.pid
 
 
 @contextmanager

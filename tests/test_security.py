@@ -708,14 +708,12 @@ def test_a_password_in_the_query_string_is_masked(prefix: str) -> None:
 
 @pytest.mark.parametrize("char", ["/", "?", "#"])
 def test_an_unquoted_special_character_does_not_reveal_the_password(char: str, prefix: str) -> None:
+    # redis-py would read the host from inside such a password: refused, naming the fix
     secret = f"pa{char}{SECRET}"
-    config = RedisConfig(url=f"redis://{USER}:{secret}@127.0.0.1:1/0", prefix=prefix)
-    texts = [repr(config), config.safe_url]
-    try:
-        depcache.get_or_create_cache_manager(prefix, config=config).get("k")
-    except depcache.DepCacheError as exc:
-        texts.append(_everything_about(exc))
-    _assert_hidden("\n".join(texts), secret)
+    with pytest.raises(depcache.ConfigError, match="percent-encode") as caught:
+        RedisConfig(url=f"redis://{USER}:{secret}@127.0.0.1:1/0", prefix=prefix)
+    assert f"redis://{USER}:***@127.0.0.1:1/0" in str(caught.value)
+    _assert_hidden(_everything_about(caught.value), secret)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

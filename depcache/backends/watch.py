@@ -36,6 +36,8 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from ..config import RedisConfig
+from .cluster_client import create_cluster_client
+from .redis_client import create_sync_client
 from .runners import run_one, script
 
 __all__ = [
@@ -305,12 +307,8 @@ class DeploymentWatch(threading.Thread):
     def _connected(self) -> Any:
         if self._client is None:
             if self.config.cluster:
-                from .cluster import create_cluster_client  # noqa: PLC0415  # cycle
-
                 self._client = create_cluster_client(self.config)
             else:
-                from .redis_client import create_sync_client  # noqa: PLC0415  # cycle
-
                 self._client = create_sync_client(self.config)
         return self._client
 
