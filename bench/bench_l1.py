@@ -38,6 +38,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -71,18 +72,25 @@ except ImportError:  # pragma: no cover - orjson is in the bench extra
     jloads = stdjson.loads
 
 L1_HIT = "depcache L1 hit"
+L1_VALIDATED = "depcache L1 hit, l1_validate"
 REDIS_HIT = "depcache Redis hit"
 RAW_GET = "redis-py GET + decode"
 CACHETOOLS = "cachetools LRUCache"
 LRU_CACHE = "functools.lru_cache"
-HIT_ROWS = (L1_HIT, REDIS_HIT, RAW_GET, CACHETOOLS, LRU_CACHE)
+HIT_ROWS = (L1_HIT, L1_VALIDATED, REDIS_HIT, RAW_GET, CACHETOOLS, LRU_CACHE)
 TARGET = 50.0  # issue 4: an L1 hit at least 50x faster than a Redis hit
 
-IDLE, BUSY = "yielding reader", "busy reader"
+IDLE, BUSY, LOADED = "yielding reader", "busy reader", "reader under load"
 READERS = {
     IDLE: "polls l1.get(key) with time.sleep(0) between polls (yields the GIL)",
     BUSY: "polls l1.get(key) in a tight loop (never yields the GIL)",
+    LOADED: (
+        "polls like the yielding reader while 4 threads of its process call cached functions "
+        "as fast as they can (L1 and Redis hits, misses), on a machine whose other core runs "
+        "the writer"
+    ),
 }
+LOAD_THREADS = 4
 DETECT_TIMEOUT = 3.0  # seconds a child waits for an entry to go before it reports a loss
 WARMUP_REPS = 5  # propagation rounds run first and not recorded
 
@@ -173,10 +181,14 @@ class HitBench:
             self.rows[name].error = message
         print(f"  PROBLEM {text}", file=sys.stderr, flush=True)
 
-    def _depcache(self, name: str, l1_size: int) -> Callable[[int], Any]:
-        manager_name = f"{self.prefix}-{'l1' if l1_size else 'redis'}"
+    def _depcache(self, name: str, l1_size: int, validate: bool = False) -> Callable[[int], Any]:
+        manager_name = f"{self.prefix}-{'l1' if l1_size else 'redis'}{'v' if validate else ''}"
         config = RedisConfig(
-            url=self.url, prefix=manager_name, l1_size=l1_size, l1_max_age=L1_MAX_AGE
+            url=self.url,
+            prefix=manager_name,
+            l1_size=l1_size,
+            l1_max_age=L1_MAX_AGE,
+            l1_validate=validate,
         )
         manager = depcache.get_or_create_cache_manager(manager_name, config=config)
         self.managers[name] = manager
@@ -197,6 +209,7 @@ class HitBench:
 
     def setup(self) -> None:
         self.funcs[L1_HIT] = self._depcache(L1_HIT, L1_SIZE)
+        self.funcs[L1_VALIDATED] = self._depcache(L1_VALIDATED, L1_SIZE, validate=True)
         self.funcs[REDIS_HIT] = self._depcache(REDIS_HIT, 0)
 
         key, client, loads = f"{self.prefix}-raw:hit", self.client, jloads
@@ -223,9 +236,11 @@ class HitBench:
             first, second = func(1), func(1)
             if first != make_value(1) or second != make_value(1):
                 raise Problem(f"{name} returned {second!r}, expected {make_value(1)!r}")
-        l1 = self.managers[L1_HIT].l1
-        if l1 is None or len(l1) != 1:
-            raise Problem(f"the L1 holds {len(l1) if l1 is not None else None} entries, not 1")
+        for name in (L1_HIT, L1_VALIDATED):
+            l1 = self.managers[name].l1
+            if l1 is None or len(l1) != 1:
+                count = len(l1) if l1 is not None else None
+                raise Problem(f"[{name}] the L1 holds {count} entries, not 1")
 
     def count_lookups(self) -> None:
         """Untimed: how many backend lookups a depcache hit makes (L1: 0, Redis: 1)."""
@@ -298,7 +313,50 @@ class HitBench:
 # --------------------------------------------------------------------------------------------
 
 
-def propagation_child(url: str, prefix: str, conn: Any, busy: bool) -> None:
+def _load(manager: depcache.CacheManager, stop: threading.Event) -> None:
+    """Cached calls as fast as they come: L1 hits, Redis hits (another manager) and misses."""
+    other = depcache.get_or_create_cache_manager(
+        f"{manager.prefix}-load-{threading.get_ident()}",
+        config=RedisConfig(
+            url=str(getattr(manager.config, "url", "")), prefix=f"{manager.prefix}-load"
+        ),
+    )
+
+    @cache_with_deps(cache_manager=manager)
+    def near(i: int) -> dict[str, Any]:
+        add_dependency(f"load:{i}")
+        return make_value(i)
+
+    @cache_with_deps(cache_manager=other)
+    def far(i: int) -> dict[str, Any]:
+        add_dependency(f"load:{i}")
+        return make_value(i)
+
+    n = 0
+    while not stop.is_set():
+        n += 1
+        near(n % 200)
+        far(n % 200)
+        if not n % 50:
+            far(100_000 + n)  # a miss now and then
+
+
+def _wait_gone(l1: Any, key: str, busy: bool) -> float:
+    """Poll until ``key`` left ``l1`` (or DETECT_TIMEOUT passed); return when it was seen."""
+    deadline = time.monotonic() + DETECT_TIMEOUT
+    if busy:
+        n = 0
+        while l1.get(key) is not None:
+            n += 1
+            if not n & 0xFFFF and time.monotonic() > deadline:
+                break
+    else:
+        while l1.get(key) is not None and time.monotonic() < deadline:
+            time.sleep(0)
+    return time.monotonic()
+
+
+def propagation_child(url: str, prefix: str, conn: Any, reader: str) -> None:
     """Child process: hold entries in an L1, report when each one is gone.
 
     Protocol: receives an int i (or None to stop); loads item(i) into its L1 and sends
@@ -307,6 +365,14 @@ def propagation_child(url: str, prefix: str, conn: Any, busy: bool) -> None:
     """
     config = RedisConfig(url=url, prefix=prefix, l1_size=1_000, l1_max_age=L1_MAX_AGE)
     manager = depcache.get_or_create_cache_manager(f"{prefix}-reader", config=config)
+    busy = reader == BUSY
+    stop = threading.Event()
+    load = [
+        threading.Thread(target=_load, args=(manager, stop), daemon=True)
+        for _ in range(LOAD_THREADS if reader == LOADED else 0)
+    ]
+    for thread in load:
+        thread.start()
     try:
         l1, listener = manager.l1, manager._listener
         if l1 is None or listener is None or not listener.subscribed.wait(5):
@@ -331,21 +397,14 @@ def propagation_child(url: str, prefix: str, conn: Any, busy: bool) -> None:
                 conn.send(("error", f"item({i}) is not in the child's L1 after loading it"))
                 continue
             conn.send(("loaded", None))
-            deadline = time.monotonic() + DETECT_TIMEOUT
-            if busy:
-                n = 0
-                while l1.get(key) is not None:
-                    n += 1
-                    if not n & 0xFFFF and time.monotonic() > deadline:
-                        break
-            else:
-                while l1.get(key) is not None and time.monotonic() < deadline:
-                    time.sleep(0)
-            seen = time.monotonic()
+            seen = _wait_gone(l1, key, busy)
             conn.send(("gone" if l1.get(key) is None else "timeout", seen))
     except Exception as exc:  # report it to the parent, which records a problem
         conn.send(("error", f"child raised {exc!r}"))
     finally:
+        stop.set()
+        for thread in load:
+            thread.join(10)
         manager.close()
 
 
@@ -371,7 +430,7 @@ def run_propagation(url: str, prefix: str, reader: str, reps: int) -> Propagatio
     parent, child = ctx.Pipe()
     proc = ctx.Process(
         target=propagation_child,
-        args=(url, prefix, child, reader == BUSY),
+        args=(url, prefix, child, reader),
         name=f"dcbench-l1-{reader}",
         daemon=True,
     )
@@ -467,6 +526,9 @@ def build_document(
         f"Redis hit / L1 hit = {_num(redis_over_l1, '.1f')}x (issue 4's target: >= "
         f"{TARGET:g}x: {verdict}); redis-py GET + decode / L1 hit = "
         f"{_num(hits.ratio(RAW_GET), '.1f')}x.",
+        f"An L1 hit with l1_validate asks Redis whether the entry is still valid (one round "
+        f"trip, no value): {_num(hits.ratio(L1_VALIDATED, REDIS_HIT), '.2f')}x a Redis hit, "
+        f"{_num(hits.ratio(L1_VALIDATED, RAW_GET), '.2f')}x redis-py GET + decode.",
         f"L1 hit / cachetools = {_num(hits.ratio(L1_HIT, CACHETOOLS), '.1f')}x; "
         f"L1 hit / lru_cache = {_num(hits.ratio(L1_HIT, LRU_CACHE), '.1f')}x "
         "(what depcache's decorator, key encoding and call flow cost over a plain in-process "

@@ -304,7 +304,7 @@ def quick_hit(
 
 def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
     """The L1 entry of ``key`` when it can be served without the flow (no events, no
-    callback to run), its dependencies already handed to the enclosing call; else None.
+    callback to run, no enclosing cached call to hand its dependencies to); else None.
 
     The wrappers call this before building a flow: an L1 hit then costs a dictionary lookup.
     """
@@ -315,10 +315,7 @@ def local_hit(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
         return None
     if current_frame() is not None:  # inside a computation: see cache_flow
         return None
-    entry = l1.get(key)
-    if entry is not None:
-        _hand_up(entry)
-    return entry
+    return l1.get(key)  # no enclosing call: no dependencies to hand up
 
 
 def _hand_up(entry: Entry) -> None:

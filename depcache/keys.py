@@ -13,7 +13,7 @@ attribute (``ClassName::id``), and finally ``str()`` qualified by the object's t
 from __future__ import annotations
 
 import hashlib
-from base64 import urlsafe_b64encode
+from binascii import b2a_base64
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -154,6 +154,7 @@ class KeyTemplate:
                 )
         hasher = _HASHER.copy()
         hasher.update(encoded.encode("utf-8", "surrogatepass"))
-        # base64url, not hex: 22 characters instead of 32 keep the names an index holds under
-        # Redis's 64-byte limit for compact sorted sets (zset-max-listpack-value)
-        return self.base + urlsafe_b64encode(hasher.digest())[:22].decode()
+        # base64, not hex: 22 characters instead of 32 keep the names an index holds under
+        # Redis's 64-byte limit for compact sorted sets (zset-max-listpack-value); '+' and '/'
+        # mean nothing in a key or a glob pattern
+        return self.base + b2a_base64(hasher.digest(), newline=False)[:22].decode()

@@ -18,12 +18,13 @@ BENCH = ROOT / "bench" / "bench_l1.py"
 
 HIT_ROWS = [
     "depcache L1 hit",
+    "depcache L1 hit, l1_validate",
     "depcache Redis hit",
     "redis-py GET + decode",
     "cachetools LRUCache",
     "functools.lru_cache",
 ]
-READERS = ["yielding reader", "busy reader"]
+READERS = ["yielding reader", "busy reader", "reader under load"]
 QUICK_SAMPLES = 50
 
 pytestmark = pytest.mark.redis

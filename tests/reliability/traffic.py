@@ -56,6 +56,7 @@ class Setup:
     keys: int = 16
     nested: float = 0.3  # share of reads through page(k) (an outer call over row(k))
     unguarded: bool = False  # negative control: stores skip the stale-set guard
+    faults: bool = False  # servers fail meanwhile: reads silent, invalidations retried
 
     @property
     def label(self) -> str:
@@ -89,6 +90,7 @@ def make_manager(setup: Setup, name: str, *, l1: bool) -> depcache.CacheManager:
         cluster=setup.cluster,
         l1_size=1000 if l1 else 0,
         l1_max_age=600,  # so that only invalidations, never age, keep the L1 fresh
+        socket_timeout=1.0 if setup.faults else None,
     )
     backend = UnguardedRedisBackend(config) if setup.unguarded else None
     manager = depcache.get_or_create_cache_manager(name, config=config, backend=backend)
@@ -98,11 +100,11 @@ def make_manager(setup: Setup, name: str, *, l1: bool) -> depcache.CacheManager:
 
 
 def cached_functions(
-    manager: depcache.CacheManager, read_truth: Callable[[int], int]
+    manager: depcache.CacheManager, read_truth: Callable[[int], int], silent: bool = False
 ) -> tuple[Callable[[int], int], Callable[[int], tuple[str, int]]]:
     """``row`` and ``page`` over ``read_truth``, cached by ``manager``."""
 
-    @cache_with_deps(cache_manager=manager, ttl=600)
+    @cache_with_deps(cache_manager=manager, ttl=600, silent_backend_errors=silent)
     def row(key: int) -> int:
         value = read_truth(key)
         if random.random() < STALL_PROBABILITY:
@@ -110,7 +112,7 @@ def cached_functions(
         add_dependency(f"row:{key}")  # declared after the read, as real code often does
         return value
 
-    @cache_with_deps(cache_manager=manager, ttl=600)
+    @cache_with_deps(cache_manager=manager, ttl=600, silent_backend_errors=silent)
     def page(key: int) -> tuple[str, int]:
         return ("page", row(key))  # depends on row:key through the inner call only
 
@@ -192,11 +194,24 @@ def write_loop(
             deps = [f"row:{key}"]
             if setup.l1:
                 deps.append(f"ver:{key}:{version}")
-            manager.invalidate_dependencies(*deps)
+            _invalidate(manager, deps, retry=setup.faults)
             out.writes.add(key, version, started, clock())
             time.sleep(rng.random() * WRITE_PAUSE)
     except Exception:
         out.errors.append(traceback.format_exc())
+
+
+def _invalidate(manager: depcache.CacheManager, deps: list[str], *, retry: bool) -> None:
+    """Invalidate; with ``retry``, until it succeeds (a write is done when it returned)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            manager.invalidate_dependencies(*deps)
+            return
+        except depcache.BackendError:
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _start(threads: list[threading.Thread]) -> None:
@@ -231,7 +246,7 @@ def run_threads(
             truth[key] += 1
             return truth[key]
 
-    row, page = cached_functions(manager, read_truth)
+    row, page = cached_functions(manager, read_truth, silent=setup.faults)
     deadline = time.monotonic() + seconds
     work = [Traffic() for _ in range(readers + writers)]
     finished = Finished(mp.get_context("spawn"), readers)
