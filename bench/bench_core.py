@@ -158,6 +158,26 @@ def _packed_name(args: tuple[Any, ...]) -> str:
     return _command_name(words)
 
 
+def _resp_names(payload: Any) -> list[str]:
+    """The names of the commands in RESP bytes (what a client writes)."""
+    if isinstance(payload, bytes | bytearray):
+        payload = [payload]
+    data = b"".join(bytes(part) for part in payload or ())
+    names, at = [], 0
+    while data.startswith(b"*", at):
+        end = data.index(b"\r\n", at)
+        count = int(data[at + 1 : end])
+        at = end + 2
+        words = []
+        for _ in range(count):
+            end = data.index(b"\r\n", at)
+            size = int(data[at + 1 : end])
+            words.append(data[end + 2 : end + 2 + size].decode("utf-8", "replace"))
+            at = end + 2 + size + 2
+        names.append(_command_name(words[:2]) if words else "?")
+    return names
+
+
 class ClientCounter:
     """Counts the commands and the socket writes (round trips) redis-py makes in this process,
     and notes the local ports of the connections used (to find them in MONITOR's output).
@@ -172,6 +192,7 @@ class ClientCounter:
         self.ports: set[str] = set()
         self.unattributable = False  # a connection without a TCP port (unix socket)
         self._undo: list[Callable[[], None]] = []
+        self._packed = False  # redis-py packed (and counted) what is sent next
 
     def _patch(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
         own = cls.__dict__[name]
@@ -184,6 +205,7 @@ class ClientCounter:
         def count_pack(orig: Any) -> Any:
             def pack(self: Any, *args: Any) -> Any:
                 counter.commands[_packed_name(args)] += 1
+                counter._packed = True
                 return orig(self, *args)
 
             return pack
@@ -191,6 +213,10 @@ class ClientCounter:
         def count_send(orig: Any) -> Any:
             def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
                 counter.writes += 1
+                if not counter._packed:  # packed by depcache itself (its hit and cluster paths)
+                    for name in _resp_names(args[0] if args else kwargs.get("command")):
+                        counter.commands[name] += 1
+                counter._packed = False
                 result = orig(self, *args, **kwargs)
                 try:
                     address = self._sock.getsockname()

@@ -8,7 +8,7 @@
 ``DEP_CACHE_PREFIX`` (else ``cache``). ``invalidate`` with ``--setup`` (default
 ``DEPCACHE_SETUP``, as the worker reads it) imports those modules and invalidates on every cache
 manager they register, wherever each lives; without it, on the one prefix. Either way, a prefix
-that holds nothing and was never invalidated (no manager uses it, a typo?) is reported on
+that no manager ever used (no entry, no epoch: a typo?) is reported on
 stderr with the prefixes that are in use there. ``stats`` names the prefix it reads, and shows
 its progress on stderr every ``--progress`` keys. Exit status: 0 on success, 1 when Redis (or a
 broker) fails, 2 for bad arguments.
@@ -140,7 +140,8 @@ def _import_setup(modules: Iterable[str]) -> None:
 
 
 def _in_use(config: RedisConfig) -> bool:
-    """Whether anything lives under the prefix: its epoch (it was invalidated) or an entry."""
+    """Whether anything lives under the prefix: its epoch (a manager looked something up there,
+    or invalidated) or an entry."""
     client = _client(config)
     with backend_errors(config):
         if client.exists(f"{config.prefix}:epoch"):
@@ -149,8 +150,8 @@ def _in_use(config: RedisConfig) -> bool:
 
 
 def known_prefixes(config: RedisConfig, limit: int = 20) -> list[str]:
-    """Prefixes in use on the server of ``config``: those with an epoch (invalidated at least
-    once), at most ``limit``, sorted."""
+    """Prefixes in use on the server of ``config``: those with an epoch (a manager used them),
+    at most ``limit``, sorted."""
     client = _client(config)
     found: set[str] = set()
     with backend_errors(config):
@@ -165,8 +166,8 @@ def known_prefixes(config: RedisConfig, limit: int = 20) -> list[str]:
 def _report_unused(config: RedisConfig) -> None:
     others = [p for p in known_prefixes(config) if p != config.prefix]
     print(
-        f"depcache: prefix {config.prefix!r} on {config.safe_url} holds no entry and was never "
-        "invalidated: no cache manager seems to use it. Prefixes in use there: "
+        f"depcache: prefix {config.prefix!r} on {config.safe_url} holds no entry and no epoch: "
+        "no cache manager seems to use it. Prefixes in use there: "
         f"{', '.join(map(repr, others)) or 'none'} (pass --prefix, or --setup with the modules "
         "that create your managers)",
         file=sys.stderr,

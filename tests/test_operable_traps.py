@@ -30,7 +30,7 @@ from tests.celery_fixtures import (
     read_queue,
     wait_for,
 )
-from tests.servers import free_port
+from tests.servers import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,10 +259,17 @@ def test_cli_invalidate_runs_on_the_managers_of_the_setup_modules(
 
 
 @pytest.mark.redis
-def test_cli_invalidate_says_when_no_manager_uses_the_prefix(
-    redis_url: str, prefix: str, redis_manager: depcache.CacheManager
-) -> None:
-    redis_manager.invalidate_dependency("seen")  # a prefix in use, to be listed
+def test_cli_invalidate_says_when_no_manager_uses_the_prefix(prefix: str) -> None:
+    with redis_server() as server:  # its own: the listing is of every prefix on the server
+        _invalidate_says_when_no_manager_uses_the_prefix(server.url, prefix)
+
+
+def _invalidate_says_when_no_manager_uses_the_prefix(redis_url: str, prefix: str) -> None:
+    manager = depcache.get_or_create_cache_manager(
+        prefix, config=depcache.RedisConfig(url=redis_url, prefix=prefix)
+    )
+    manager.invalidate_dependency("seen")  # a prefix in use, to be listed
+    manager.close()
     result = _cli("invalidate", "user:1", "--url", redis_url, "--prefix", f"{prefix}x")
     assert result.returncode == 0, result.stderr
     assert "0 entries removed" in result.stdout

@@ -13,11 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..announce import Announcer
 from ..config import ConfigBase
-from .base import AsyncCacheBackend, Blob, CacheBackend
+from .adapters import DelegatingAsyncBackend
+from .base import Blob, CacheBackend
+
+T = TypeVar("T")
 
 __all__ = ["FakeAsyncCacheBackend", "FakeCacheBackend", "MemoryStore"]
 
@@ -227,64 +230,14 @@ class FakeCacheBackend(CacheBackend):
         return self.store_data.ttl(self._cache_key(key))
 
 
-class FakeAsyncCacheBackend(AsyncCacheBackend):
-    """In-memory asynchronous backend; shares its store with FakeCacheBackend of the same prefix."""
-
-    guards_stale_sets = True
+class FakeAsyncCacheBackend(DelegatingAsyncBackend):
+    """In-memory asynchronous backend: a :class:`FakeCacheBackend` (which never waits on I/O)
+    called inline; shares its store with FakeCacheBackend of the same prefix."""
 
     def __init__(self, config: ConfigBase | None = None, store: MemoryStore | None = None) -> None:
-        super().__init__(config or ConfigBase(backend="memory"))
-        self.store_data = store or MemoryStore.for_prefix(self.config)
+        backend = FakeCacheBackend(config, store)
+        super().__init__(backend)  # the manager gives it its announcer too (``.sync``)
+        self.store_data = backend.store_data
 
-    async def set(
-        self,
-        key: str,
-        value: Blob,
-        ttl: float | None = None,
-        dependencies: Iterable[str] | None = None,
-    ) -> None:
-        """Store unconditionally."""
-        self.store_data.store(self._cache_key(key), value, ttl, dependencies or (), None)
-
-    async def get(self, key: str) -> Blob | None:
-        """Return the entry bytes or None."""
-        return self.store_data.lookup(self._cache_key(key))[0]
-
-    async def lookup(self, key: str) -> tuple[Blob | None, int | None]:
-        """Return the entry bytes (or None) and the epoch."""
-        return self.store_data.lookup(self._cache_key(key))
-
-    async def store(
-        self,
-        key: str,
-        value: Blob,
-        ttl: float | None,
-        dependencies: Iterable[str],
-        epoch: int | None,
-    ) -> bool:
-        """Store unless a dependency was invalidated after ``epoch``."""
-        return self.store_data.store(self._cache_key(key), value, ttl, dependencies, epoch)
-
-    async def delete(self, *keys: str) -> int:
-        """Delete entries; return how many existed."""
-        return self.store_data.delete(self._cache_key(k) for k in keys)
-
-    async def clear(self, pattern: str = "*") -> int:
-        """Delete entries matching ``pattern``."""
-        return self.store_data.clear(self._cache_key(pattern))
-
-    async def invalidate_dependency(self, dependency: str) -> int:
-        """Delete every entry indexed under ``dependency``."""
-        return self.store_data.invalidate_and_announce((dependency,), self.announcer)
-
-    async def invalidate_dependencies(self, dependencies: Iterable[str]) -> int:
-        """Invalidate several dependencies at once."""
-        return self.store_data.invalidate_and_announce(dependencies, self.announcer)
-
-    async def exists(self, key: str) -> bool:
-        """Whether ``key`` exists."""
-        return self.store_data.ttl(self._cache_key(key)) != -2
-
-    async def ttl(self, key: str) -> int:
-        """Seconds left: -1 without expiry, -2 when missing."""
-        return self.store_data.ttl(self._cache_key(key))
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
+        return method(*args)
