@@ -37,30 +37,12 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .runners import Command, by_source
+from .runners import Command, by_source, pack
 
-__all__ = ["AsyncClusterRunner", "ClusterRunner", "pack", "routing_key"]
+__all__ = ["AsyncClusterRunner", "ClusterRunner", "routing_key"]
 
 #: errors after which the command is sent again through redis-py, which handles them
 _REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
-
-
-def _bytes(part: Any) -> bytes:
-    if isinstance(part, bytes):
-        return part
-    return str(part).encode()
-
-
-def pack(commands: list[Command]) -> bytes:
-    """``commands`` as RESP, as one write (redis-py's packer encodes each argument through
-    several layers: measured, it was a tenth of a cluster hit)."""
-    out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for part in command:
-            data = _bytes(part)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 def routing_key(command: Command) -> Any:

@@ -320,20 +320,23 @@ class RedisCacheBackend(RedisBackend):
             connection: Any = pool.get_connection()
         except REDIS_ERRORS as exc:
             raise backend_error(self.config, exc) from exc
+        slow = False
         try:
             connection.send_packed_command((head + b"$%d\r\n%s\r\n" % (len(entry), entry) + tail,))
             reply = connection.read_response()
         except redis.exceptions.NoScriptError:
-            return self._lookup_slow(key)  # the server lacks the script: load it
+            slow = True  # the server lacks the script: the slow path loads it
         except redis.exceptions.ResponseError as exc:
             raise backend_error(self.config, exc) from exc
         except REDIS_ERRORS as exc:
             connection.disconnect()
             if isinstance(exc, redis.exceptions.TimeoutError):
                 raise backend_error(self.config, exc) from exc
-            return self._lookup_slow(key)  # a broken connection: redis-py reconnects
+            slow = True  # a broken connection: redis-py reconnects
         finally:
-            pool.release(connection)
+            pool.release(connection)  # before the slow path: the pool may hold one only
+        if slow:
+            return self._lookup_slow(key)
         return self._lookup_reply(key, reply)
 
     def _lookup_slow(self, key: str) -> tuple[Blob | None, int | None]:
@@ -377,22 +380,25 @@ class AsyncRedisCacheBackend(AsyncRedisBackend):
             connection = await pool.get_connection()
         except REDIS_ERRORS as exc:
             raise backend_error(self.config, exc) from exc
+        slow = False
         try:
             await connection.send_packed_command(
                 (head + b"$%d\r\n%s\r\n" % (len(entry), entry) + tail,)
             )
             reply = await connection.read_response()
         except redis.exceptions.NoScriptError:
-            return await self._lookup_slow(key)
+            slow = True
         except redis.exceptions.ResponseError as exc:
             raise backend_error(self.config, exc) from exc
         except REDIS_ERRORS as exc:
             await connection.disconnect()
             if isinstance(exc, redis.exceptions.TimeoutError):
                 raise backend_error(self.config, exc) from exc
-            return await self._lookup_slow(key)
+            slow = True
         finally:
             await pool.release(connection)
+        if slow:
+            return await self._lookup_slow(key)
         return self._lookup_reply(key, reply)
 
     async def _lookup_slow(self, key: str) -> tuple[Blob | None, int | None]:
