@@ -109,6 +109,50 @@ def test_no_stale_read(
     assert verdict.racing > 0
 
 
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
+def test_validated_l1_serves_nothing_an_invalidation_already_voided(
+    kind: str, rel_prefix: str, redis_url: str, profile: Profile, request: pytest.FixtureRequest
+) -> None:
+    """Reader processes with an L1 and ``l1_validate``, checked strictly: a read that started
+    after an invalidation returned must see it, announcement or not."""
+    setup = dataclasses.replace(
+        _setup(kind, True, rel_prefix, redis_url, request), l1_validate=True, strict=True
+    )
+    began = time.monotonic()
+    history, errors = run_processes(setup, profile.staleness_seconds, profile.staleness_max_reads)
+    elapsed = time.monotonic() - began
+    verdict = history.check()
+    figures = {
+        "configuration": f"processes, {setup.label}, checked strictly",
+        "seconds": round(elapsed, 2),
+        "reads_per_second": verdict.reads / elapsed,
+        **verdict.figures(),
+    }
+    _rows.append(figures)
+    write_report(f"staleness-processes-{setup.label}", figures, [str(figures)])
+    assert errors == []
+    assert verdict.stale == [], verdict.figures()
+    assert verdict.impossible == [], verdict.figures()
+    assert verdict.reads >= profile.staleness_min_reads, verdict.figures()
+    assert verdict.racing > 0
+
+
+def test_strict_check_catches_an_l1_that_waits_for_announcements(
+    rel_prefix: str, redis_url: str, profile: Profile, request: pytest.FixtureRequest
+) -> None:
+    """The negative control of the test above: without ``l1_validate`` an L1 serves an entry
+    until the announcement of its invalidation arrives, which the strict check counts."""
+    setup = dataclasses.replace(
+        _setup("standalone", True, rel_prefix, redis_url, request), strict=True
+    )
+    history, errors = run_processes(setup, min(profile.staleness_seconds, 5.0), 200_000)
+    verdict = history.check()
+    write_report("staleness-strict-negative-control", verdict.figures(), [str(verdict.figures())])
+    assert errors == []
+    assert verdict.impossible == []
+    assert len(verdict.stale) > 0, verdict.figures()
+
+
 def test_checker_catches_a_cache_without_the_guard(
     rel_prefix: str, redis_url: str, profile: Profile
 ) -> None:

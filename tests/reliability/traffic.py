@@ -57,11 +57,16 @@ class Setup:
     nested: float = 0.3  # share of reads through page(k) (an outer call over row(k))
     unguarded: bool = False  # negative control: stores skip the stale-set guard
     faults: bool = False  # servers fail meanwhile: reads silent, invalidations retried
+    l1_validate: bool = False  # readers' L1 hits are validated with Redis
+    #: checked strictly: no allowance for an announcement in flight (a read that started after
+    #: an invalidation returned must see it, whatever the readers' L1 heard)
+    strict: bool = False
 
     @property
     def label(self) -> str:
         """E.g. ``cluster-l1``."""
-        return f"{'cluster' if self.cluster else 'standalone'}-{'l1' if self.l1 else 'nol1'}"
+        l1 = ("l1-validated" if self.l1_validate else "l1") if self.l1 else "nol1"
+        return f"{'cluster' if self.cluster else 'standalone'}-{l1}"
 
 
 class UnguardedRedisBackend(RedisCacheBackend):
@@ -91,6 +96,7 @@ def make_manager(setup: Setup, name: str, *, l1: bool) -> depcache.CacheManager:
         l1_size=1000 if l1 else 0,
         l1_max_age=600,  # so that only invalidations, never age, keep the L1 fresh
         socket_timeout=1.0 if setup.faults else None,
+        l1_validate=setup.l1_validate,
     )
     backend = UnguardedRedisBackend(config) if setup.unguarded else None
     manager = depcache.get_or_create_cache_manager(name, config=config, backend=backend)
@@ -361,7 +367,7 @@ def process_worker(
             f"p{seed}",
             reads.dump(),
             writes.dump(),
-            seen.dump() if manager.l1 is not None else None,
+            seen.dump() if manager.l1 is not None and not setup.strict else None,
             [e for w in work for e in w.errors],
         )
     )
