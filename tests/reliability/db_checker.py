@@ -19,30 +19,31 @@ is invalidated when the change stream has passed it: it is visible from the retu
 first barrier that started after ``committed`` (that bounds the CDC delay from above; a write
 is never visible earlier than it really was).
 
-**The rule.** For a read over ``[start, end]`` and each row it may depend on
-(``Query.keys``), the row's *required* version is the newest one visible before ``start``, and
-its *allowed* versions go up to the newest one whose write had begun before ``end``. The read is
-**fresh** when some *snapshot* gives exactly its result with every row at least at its required
-version, as far as the query can see the row (``Query.relevant``: a row that changed in a way
-the query cannot see, such as a user moving between two other orgs, may be older), and at most
-at its allowed version. A snapshot is a set of write transactions PostgreSQL could have
+**The rule** (the issue's invariant, per write). A write *reaches* a query when the query can
+see the change on one of its rows (``Query.relevant``: the old or the new image can appear in,
+or change, the result; a user moving between two orgs a query does not read does not reach
+it). A read over ``[start, end]`` is **fresh** when its result is exactly the query's result on
+some *snapshot* that holds every write reaching the query that was visible before ``start``,
+and nothing begun after ``end``. A snapshot is a set of write transactions PostgreSQL could have
 committed before one statement began: with any transaction, every transaction that committed
 before it (its commit returned before the other began, or it wrote one of the other's rows at an
 earlier version, so the other waited for its lock). Every cached function runs one statement,
-so a result computed afresh is a snapshot's; a cached one is an older snapshot's, and must not
-be older than an invalidation that completed before the read began. Otherwise the read is
-**stale**. A fresh read that needs some row older than its version *committed* before
-``start`` returned something older than committed data, which only the invalidation window
-(CDC's delay, bounded by the barriers) allows: it is counted **in the allowed window**.
+so a result computed afresh is a snapshot's; a cached one is an older snapshot's, which an
+invalidation completed before the read began must have removed if the write reached it.
+Otherwise the read is **stale**. A fresh read that no snapshot holding every reaching write
+*committed* before ``start`` explains returned something older than committed data, which only
+the invalidation window allows (CDC's delay, as the barriers bound it: a tracked write after a
+raw one on the same row does not make the raw one due for the reads it does not reach): it is
+counted **in the allowed window**.
 
 A stale read is *explained* when the committed state at some earlier moment gives its result: a
 real stale read, served from an old state. One that no committed state ever gave (a torn read
 across a transaction, a rolled-back or future write) is counted *unexplained* as well: that is
 a broken database, driver or harness.
 
-The search enumerates the snapshots of the transactions that wrote, between a row's required
-and allowed versions, something the query can see; a read with more than :data:`SEARCH_LIMIT`
-of them is counted ``undecided`` rather than guessed.
+The search enumerates the snapshots of the transactions that reach the query, not yet due, begun
+before the read ended; a read with more than :data:`SEARCH_LIMIT` of them is counted
+``undecided`` rather than guessed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from __future__ import annotations
 import bisect
 import math
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from tests.reliability.db_workload import Image
 
 __all__ = ["DbHistory", "DbVerdict"]
 
-Txn = tuple[float, float, frozenset[int]]  # started, committed, rows written
+Txn = tuple[float, float, frozenset[int], float]  # started, committed, rows written, visible
 
 SEARCH_LIMIT = 4096  # states tried for one read, at most
 MAX_TRANSACTIONS = 400  # transactions in flight around one read, at most
@@ -93,9 +94,9 @@ class DbVerdict:
     tracked_transactions: int = 0
     rows_written: int = 0
     barriers: int = 0
-    checked: int = 0  # reads that had to see at least one write (a row's required version > 0)
+    checked: int = 0  # reads that at least one write visible before they began reached
     changed: int = 0  # reads whose result differs from the query's result on the seeded state
-    racing: int = 0  # reads during which a row they may depend on was being written
+    racing: int = 0  # reads during which a write reaching them was under way (not yet due)
     in_window: int = 0  # fresh only thanks to the invalidation window (older than committed)
     undecided: int = 0  # too many states to try
     undecided_per_query: dict[str, int] = field(default_factory=dict)
@@ -137,20 +138,51 @@ class DbVerdict:
 class _Row:
     """One row's history: versions in order, their images, and the times that bound them."""
 
-    __slots__ = ("committed", "images", "started", "versions", "visible")
+    __slots__ = ("committed_at", "images", "started", "versions", "visible_at", "whole")
 
     def __init__(self, image: Image, writes: list[tuple[int, Image, float, float, float]]) -> None:
         # writes: (version, image, started, committed, visible)
         writes.sort(key=lambda w: w[0])
         self.versions = [0, *(w[0] for w in writes)]
         self.images: list[Image] = [image, *(w[1] for w in writes)]
+        self.committed_at = [-math.inf, *(w[3] for w in writes)]
+        self.visible_at = [-math.inf, *(w[4] for w in writes)]
         self.started = KeyWrites([(v, s, s) for v, _, s, _, _ in writes])
-        self.committed = Visibility([(c, v) for v, _, _, c, _ in writes])
-        self.visible = Visibility([(vis, v) for v, _, _, _, vis in writes if vis < math.inf])
+        #: what a query that sees all of the row sees change: every version
+        self.whole = _Changes(self, self.images, range(1, len(self.versions)))
 
     def index(self, version: int) -> int:
         """The position of ``version`` in the history (the newest at most ``version``)."""
         return bisect.bisect_right(self.versions, version) - 1
+
+
+class _Changes:
+    """What one query sees of one row (``seen``: per version, its image or None when the query
+    cannot see it) and the versions where that changes, by when they were committed and when
+    they were visible."""
+
+    __slots__ = ("committed", "indices", "order", "seen", "visible")
+
+    def __init__(self, row: _Row, seen: Sequence[Image], indices: Iterable[int]) -> None:
+        self.seen = seen
+        self.order = list(indices)  # ascending
+        self.indices = frozenset(self.order)
+        self.committed = Visibility([(row.committed_at[i], i) for i in self.order])
+        self.visible = Visibility(
+            [(row.visible_at[i], i) for i in self.order if row.visible_at[i] < math.inf]
+        )
+
+    @classmethod
+    def of(cls, row: _Row, key: int, query: Query, params: tuple[Any, ...]) -> _Changes:
+        """The changes of ``row`` (``key``) that ``query`` with ``params`` sees."""
+        relevant = query.relevant
+        seen = [
+            None if image is None or not relevant(key, image, params) else image
+            for image in row.images
+        ]
+        if seen == row.images:
+            return row.whole
+        return cls(row, seen, (i for i in range(1, len(seen)) if seen[i] != seen[i - 1]))
 
 
 class DbHistory:
@@ -231,11 +263,17 @@ class DbHistory:
         rows = self._rows(verdict)
         w = self.writes
         txns = {
-            version: (started, committed, frozenset(key for key, _ in changes))
-            for version, started, committed, changes in zip(
-                w.versions, w.starts, w.commits, w.changes, strict=True
+            version: (
+                started,
+                committed,
+                frozenset(key for key, _ in changes),
+                self._visible_at(committed, bool(tracked)),
+            )
+            for version, started, committed, tracked, changes in zip(
+                w.versions, w.starts, w.commits, w.tracked, w.changes, strict=True
             )
         }
+        seen: dict[tuple[str, tuple[Any, ...], int], _Changes] = {}
         seeded: dict[tuple[str, tuple[Any, ...]], str] = {}
         for group, log in self.reads.items():
             for name, params, start, end, result in log:
@@ -248,13 +286,21 @@ class DbHistory:
                         query.evaluate(self.initial, params)
                     )
                 verdict.changed += result != first
-                read = _Read(rows, txns, query, params, start, end, result)
+                changes = []
+                for key in query.keys(params):
+                    found = seen.get((name, params, key))
+                    if found is None:
+                        found = seen[(name, params, key)] = _Changes.of(
+                            rows[key], key, query, params
+                        )
+                    changes.append(found)
+                read = _Read(rows, txns, changes, query, params, start, end, result)
                 self._check_one(verdict, read, group)
         return verdict
 
     def _check_one(self, verdict: DbVerdict, read: _Read, group: str) -> None:
         verdict.checked += any(i > 0 for i in read.required)
-        verdict.racing += any(a > r for r, a in zip(read.required, read.allowed, strict=True))
+        verdict.racing += read.racing()
         lows = [max(c, r) for c, r in zip(read.committed, read.required, strict=True)]
         found = read.search(lows)
         if found is False and lows != read.required:
@@ -289,116 +335,143 @@ class DbHistory:
 
 
 class _Read:
-    """One read being checked: its rows' bounds, and the search for a snapshot giving its
-    result (see the module's docstring).
+    """One read being checked (see the module's docstring).
 
-    Only transactions that wrote one of the read's rows, between the row's low version and the
-    newest one begun before the read ended, in a way the query can see, are enumerated; each
-    row's low version is in every snapshot tried, anything newer than its allowed one in none.
+    Per row: ``required``, the newest version the query sees change that was visible before
+    the read began (its write is in every snapshot tried, with every write before it on the
+    row); ``committed``, the same among versions committed before it began; ``allowed``, the
+    newest version begun before it ended. The writes enumerated are those between a row's low
+    version and its allowed one that the query sees.
     """
 
     __slots__ = (
-        "allowed", "committed", "end", "keys", "params", "query", "required", "result",
-        "rows", "start", "txns",
+        "allowed", "changes", "committed", "end", "keys", "params", "query", "required",
+        "result", "rows", "start", "txns",
     )  # fmt: skip
 
     def __init__(
         self,
         rows: Mapping[int, _Row],
         txns: Mapping[int, Txn],
+        changes: Sequence[_Changes],
         query: Query,
         params: tuple[Any, ...],
         start: float,
         end: float,
         result: str,
     ) -> None:
-        self.rows, self.txns, self.query, self.params = rows, txns, query, params
+        self.rows, self.txns, self.changes = rows, txns, changes
+        self.query, self.params = query, params
         self.start, self.end, self.result = start, end, result
         self.keys = query.keys(params)
-        self.required: list[int] = []  # per key: index of the newest version visible at start
-        self.committed: list[int] = []  # ... committed before start
-        self.allowed: list[int] = []  # ... whose write started before end
-        for key in self.keys:
+        self.required: list[int] = []
+        self.committed: list[int] = []
+        self.allowed: list[int] = []
+        for key, seen in zip(self.keys, changes, strict=True):
             row = rows[key]
-            self.required.append(row.index(row.visible.required(start)))
-            self.committed.append(row.index(row.committed.required(start)))
+            self.required.append(seen.visible.required(start))
+            self.committed.append(seen.committed.required(start))
             self.allowed.append(row.index(row.started.newest_started_before(end)))
 
-    def _seen(self, key: int, image: Image) -> Image:
-        """What the query sees of a row: its image, or absent when it cannot matter."""
-        if image is None or not self.query.relevant(key, image, self.params):
-            return _ABSENT
-        return image
+    def racing(self) -> bool:
+        """Whether a write the query sees was under way: begun before the read ended, not yet
+        visible when it began."""
+        for seen, low, high in zip(self.changes, self.required, self.allowed, strict=True):
+            order = seen.order
+            i = bisect.bisect_right(order, low)
+            if i < len(order) and order[i] <= high:
+                return True
+        return False
 
-    def _split(
-        self, lows: Sequence[int]
-    ) -> tuple[dict[int, Image], list[tuple[int, Image, list[tuple[int, Image]]]]]:
-        """Rows the query sees in one state only (fixed), and the others with their base
-        (low) state and their later versions."""
+    def _forced(self, lows: Sequence[int], candidates: set[int]) -> set[int]:
+        """The ``candidates`` every snapshot tried holds: on each row, the write of its low
+        version is in, and so is every write that committed before it (on the row, or whose
+        commit returned before one of them began)."""
+        oldest = min(candidates)
+        forced: set[int] = set()
+        latest_start = -math.inf
+        for key, low in zip(self.keys, lows, strict=True):
+            versions = self.rows[key].versions
+            i = low
+            while i > 0 and versions[i] >= oldest:
+                forced.add(versions[i])
+                latest_start = max(latest_start, self.txns[versions[i]][0])
+                i -= 1
+            if i > 0:  # the rest of the row is older than every candidate
+                latest_start = max(latest_start, self.txns[versions[i]][0])
+        return {v for v in candidates if v in forced or self.txns[v][1] < latest_start}
+
+    def search(self, lows: Sequence[int], highs: Sequence[int] | None = None) -> bool | None:
+        """Whether a snapshot holding each row's ``lows`` version (and what it implies), and
+        nothing newer than its ``highs`` one (default: begun before the read ended), gives the
+        result; None: more snapshots than :data:`SEARCH_LIMIT`."""
         fixed: dict[int, Image] = {}
         varying: list[tuple[int, Image, list[tuple[int, Image]]]] = []
-        for key, low, high in zip(self.keys, lows, self.allowed, strict=True):
-            row = self.rows[key]
-            base = self._seen(key, row.images[low])
-            later = [
-                (row.versions[i], self._seen(key, row.images[i])) for i in range(low + 1, high + 1)
-            ]
-            if all(seen == base for _, seen in later):
+        highs = self.allowed if highs is None else highs
+        for key, seen, low, high in zip(self.keys, self.changes, lows, highs, strict=True):
+            base = seen.seen[low]
+            if low >= high:
+                fixed[key] = base
+                continue
+            versions = self.rows[key].versions
+            later = [(versions[i], seen.seen[i]) for i in range(low + 1, high + 1)]
+            if all(image == base for _, image in later):
                 fixed[key] = base
             else:
                 varying.append((key, base, later))
-        return fixed, varying
-
-    def search(self, lows: Sequence[int]) -> bool | None:
-        """Whether a snapshot with every row at least at its ``lows`` version (by what the
-        query sees of it) gives the result; None: more snapshots than :data:`SEARCH_LIMIT`."""
-        fixed, varying = self._split(lows)
         evaluate, params, result = self.query.evaluate, self.params, self.result
         if not varying:
             return result_text(evaluate(fixed, params)) == result
         candidates = {v for _, _, later in varying for v, _ in later}
         if len(candidates) > MAX_TRANSACTIONS:
             return None
+        forced = self._forced(lows, candidates)
         order = sorted(candidates)  # by version: a snapshot holds a prefix of each row's
-        for tried, snapshot in enumerate(_snapshots(order, self.txns)):
+        for tried, snapshot in enumerate(_snapshots(order, self.txns, forced)):
             if tried >= SEARCH_LIMIT:
                 return None
             state = dict(fixed)
             for key, base, later in varying:
-                seen = base
-                for version, image in later:  # in version (commit) order: the newest wins
+                image = base
+                for version, seen in later:  # in version (commit) order: the newest wins
                     if version in snapshot:
-                        seen = image
-                state[key] = seen
+                        image = seen
+                state[key] = image
             if result_text(evaluate(state, params)) == result:
                 return True
         return False
 
     def explain(self) -> float | None:
-        """How long before the read's start the rows were last in a state giving its result
-        (a committed state: every transaction whose commit had returned); None: in none,
-        from the seeded state on."""
+        """How long before the read's start the rows were last in a state giving its result:
+        a snapshot at that moment (every write whose commit had returned, maybe some under
+        way); None: at no moment from the seeded state on."""
         moments = sorted(
-            {t for key in self.keys for t in self.rows[key].committed.times if t < self.start},
+            {
+                row.committed_at[i]
+                for key in self.keys
+                for row in (self.rows[key],)
+                for i in range(1, len(row.versions))
+                if row.committed_at[i] < self.start
+            },
             reverse=True,
         )
-        for moment in [self.start, *moments]:
-            state = {}
+        for moment in [self.start, *moments, -math.inf]:
+            lows, highs = [], []
             for key in self.keys:
                 row = self.rows[key]
-                state[key] = self._seen(key, row.images[row.index(row.committed.required(moment))])
-            if result_text(self.query.evaluate(state, self.params)) == self.result:
+                lows.append(row.whole.committed.required(moment))
+                highs.append(row.index(row.started.newest_started_before(moment)))
+            if self.search(lows, [max(lo, hi) for lo, hi in zip(lows, highs, strict=True)]):
                 return self.start - moment
-        state = {key: self._seen(key, self.rows[key].images[0]) for key in self.keys}
-        if result_text(self.query.evaluate(state, self.params)) == self.result:
-            return math.inf
         return None
 
 
-def _snapshots(order: Sequence[int], txns: Mapping[int, Txn]) -> Iterator[set[int]]:
-    """Every set of the transactions ``order`` (sorted by version) that a snapshot can hold:
-    with B, every A that committed before B did: A's commit returned before B started, or A
-    wrote one of B's rows at an earlier version (B waited for A's lock)."""
+def _snapshots(
+    order: Sequence[int], txns: Mapping[int, Txn], forced: set[int]
+) -> Iterator[set[int]]:
+    """Every set of the transactions ``order`` (sorted by version) that a snapshot can hold,
+    holding ``forced``: with B, every A that committed before B did (A's commit returned before
+    B started, or A wrote one of B's rows at an earlier version: B waited for A's lock)."""
     chosen: set[int] = set()
 
     def walk(i: int, first_excluded_commit: float, blocked: frozenset[int]) -> Iterator[set[int]]:
@@ -406,11 +479,12 @@ def _snapshots(order: Sequence[int], txns: Mapping[int, Txn]) -> Iterator[set[in
             yield chosen
             return
         version = order[i]
-        started, committed, keys = txns[version]
+        started, committed, keys, _ = txns[version]
         if started <= first_excluded_commit and not keys & blocked:
             chosen.add(version)
             yield from walk(i + 1, first_excluded_commit, blocked)
             chosen.discard(version)
-        yield from walk(i + 1, min(first_excluded_commit, committed), blocked | keys)
+        if version not in forced:
+            yield from walk(i + 1, min(first_excluded_commit, committed), blocked | keys)
 
     yield from walk(0, math.inf, frozenset())

@@ -97,15 +97,17 @@ def test_no_stale_database_read(
 
 
 def test_the_checker_catches_untracked_reads(
-    cdc_pipeline: CdcPipeline, redis_url: str, profile: Profile
+    cdc_pipeline: CdcPipeline, redis_url: str, profile: Profile, tmp_path: Path
 ) -> None:
     """Negative control: the readers' engine is not instrumented and every cached read depends
     on a static dependency; the same traffic and checker must find stale reads, each one
     explained by an earlier state of the database."""
     setup = _setup(cdc_pipeline, redis_url, tracked=False)
-    _, verdict, errors, elapsed, checking = _run(
+    history, verdict, errors, elapsed, checking = _run(
         cdc_pipeline, setup, min(profile.db_seconds, 3.0), 100_000
     )
+    if not verdict.stale or verdict.unexplained:
+        history.save(tmp_path / "history.pickle")
     figures = {
         **verdict.figures(),
         "seconds": round(elapsed, 1),
@@ -113,5 +115,5 @@ def test_the_checker_catches_untracked_reads(
     }
     write_report("db-staleness-negative-control", figures, _summary(figures))
     assert errors == [], errors[0]
-    assert len(verdict.stale) > 0, verdict.figures()
-    assert verdict.unexplained == 0, verdict.figures()
+    assert len(verdict.stale) > 0, (tmp_path, verdict.figures())
+    assert verdict.unexplained == 0, (tmp_path, verdict.figures())
