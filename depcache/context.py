@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("depcache")
 __all__ = [
     "Frame",
+    "add_dependencies",
     "add_dependency",
     "current_cache_key",
     "get_cache_manager",
@@ -115,6 +116,25 @@ def add_dependency(dependency: str, *, manager: str | None = None) -> None:
         frame.dependencies[namespace] = {dependency}
     else:
         bucket.add(dependency)
+
+
+def add_dependencies(dependencies: Iterable[str]) -> None:
+    """Make the current cached call depend on every one of ``dependencies``, of its own
+    manager, in one step; outside a cached call this does nothing.
+
+    For depcache's own integrations (``depcache.db`` records each statement's dependencies
+    with it): the items are not checked one by one, so each must be a non-empty ``str``.
+    Application code uses :func:`add_dependency`.
+    """
+    frame = _current.get()
+    if frame is None:
+        return
+    namespace = frame.manager.prefix
+    bucket = frame.dependencies.get(namespace)
+    if bucket is None:
+        frame.dependencies[namespace] = set(dependencies)
+    else:
+        bucket.update(dependencies)
 
 
 def _namespace_of(frame: Frame, name: str) -> str:

@@ -175,17 +175,16 @@ class Template:
     tables: frozenset[TableName] = field(default=frozenset())  # every table named
     #: whether it matters outside a cached call (a write, transaction control, ...)
     acts: bool = field(init=False, default=False)
+    #: whether running it inside a cached call records anything
+    reads: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         acts = bool(
             self.writes or self.control or self.opaque or self.functions or self.schema_change
         )
         object.__setattr__(self, "acts", acts)
-
-    @property
-    def reads(self) -> bool:
-        """Whether running it inside a cached call records anything."""
-        return bool(self.scopes or self.whole_tables or self.functions or self.opaque)
+        reads = bool(self.scopes or self.whole_tables or self.functions or self.opaque)
+        object.__setattr__(self, "reads", reads)
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from .tracking import ConnectionState, Database, PendingWrite
 __all__ = ["database_of", "instrument"]
 
 _STATE = "depcache.db.state"
+_LINK = "depcache.db.link"
 _PG_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg_async", "psycopg2cffi"})
 _instrumented: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
 
@@ -107,24 +108,43 @@ def _state(info: dict[Any, Any]) -> ConnectionState:
     return state
 
 
-class _Runner:
-    """Runs catalog and row queries on a pool connection's raw DB-API connection (so none of
-    depcache's hooks see them); in an AsyncEngine's greenlet, through its adapter."""
+class _Link:
+    """What depcache keeps per DB-API connection, in its pool record's ``info`` (which
+    SQLAlchemy empties when it replaces the connection): the transaction's write log, and a
+    runner of catalog and row queries on the raw DB-API connection (so none of depcache's
+    hooks see them; in an AsyncEngine's greenlet, through its adapter)."""
 
-    __slots__ = ("fairy",)
+    __slots__ = ("dbapi", "driver", "in_transaction", "state")
 
-    def __init__(self, fairy: Any) -> None:
-        self.fairy = fairy
+    def __init__(self, fairy: Any, info: dict[Any, Any]) -> None:
+        self.dbapi = fairy.dbapi_connection
+        driver = self.driver = fairy.driver_connection
+        self.state = _state(info)
+        self.in_transaction: Callable[[], bool] = lambda: _in_transaction(driver)
 
     def __call__(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
-        cursor = self.fairy.dbapi_connection.cursor()
+        cursor = self.dbapi.cursor()
         try:
             cursor.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()
+
+
+def _link(context: Any) -> _Link | None:
+    """The link of the connection running ``context`` (None: the engine's first connect,
+    before the pool has it)."""
+    fairy = context.root_connection.connection
+    try:
+        info = fairy.info
+    except NotImplementedError:
+        return None
+    link = info.get(_LINK)
+    if link is None:
+        link = info[_LINK] = _Link(fairy, info)
+    return link  # type: ignore[no-any-return]
 
 
 _LEVELS: dict[Any, str | None] = {None: None}
@@ -176,6 +196,24 @@ def _returned(cursor: Any, pending: PendingWrite) -> list[tuple[Any, ...]] | Non
     return found
 
 
+def _read(
+    database: Database,
+    frame: Frame,
+    template: Template,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    escaped: bool,
+) -> None:
+    """Record what a statement that only reads depends on, in the current cached call."""
+    link = _link(context)
+    if link is not None:
+        database.read(
+            frame, template, statement, escaped, parameters, link, link.state,
+            isolation=_isolation(link.driver), in_transaction=link.in_transaction,
+        )  # fmt: skip
+
+
 def _tracked(
     database: Database,
     is_async: bool,
@@ -190,18 +228,15 @@ def _tracked(
     escaped: bool,
 ) -> Any:
     """Run one statement of a connection, recording its reads and logging its writes."""
-    fairy = context.root_connection.connection
-    try:
-        info = fairy.info
-    except NotImplementedError:  # the engine's first connect, before the pool has it
+    link = _link(context)
+    if link is None:
         return execute()
-    state = _state(info)
-    run = _Runner(fairy)
+    state = link.state
+    run = link
     if frame is not None and template.reads and not template.writes:
-        driver = fairy.driver_connection
         database.read(
             frame, template, statement, escaped, parameters, run, state,
-            isolation=_isolation(driver), in_transaction=lambda: _in_transaction(driver),
+            isolation=_isolation(link.driver), in_transaction=link.in_transaction,
         )  # fmt: skip
     pending: PendingWrite | None = None
     if template.writes or template.opaque or template.functions or template.schema_change:
@@ -210,7 +245,7 @@ def _tracked(
     writes: CommittedWrites | None = None
     if pending is not None and (pending.plan.steps or pending.plan.opaque):
         database.after_write(pending, int(cursor.rowcount), _returned(cursor, pending), run, state)
-        if _autocommit(fairy.driver_connection):
+        if _autocommit(link.driver):
             writes = database.commit(state)
     if template.control is not None:
         writes = database.control(template, state) or writes
@@ -238,7 +273,9 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
     def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
         frame = current_frame()
         template = template_of(statement, True)
-        if (frame is None and not template.acts) or context is None:
+        if not template.acts or context is None:  # a read (or nothing): no write to log
+            if frame is not None and template.reads and context is not None:
+                _read(database, frame, template, statement, parameters, context, True)
             return original_execute(cursor, statement, parameters, context)
         return _tracked(
             database, is_async,
@@ -249,7 +286,9 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
     def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
         frame = current_frame()
         template = template_of(statement, True)
-        if (frame is None and not template.acts) or context is None:
+        if not template.acts or context is None:
+            if frame is not None and template.reads and context is not None:
+                _read(database, frame, template, statement, parameters, context, True)
             return original_many(cursor, statement, parameters, context)
         return _tracked(
             database, is_async,
@@ -260,7 +299,9 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
     def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
         frame = current_frame()
         template = template_of(statement, False)
-        if (frame is None and not template.acts) or context is None:
+        if not template.acts or context is None:
+            if frame is not None and template.reads and context is not None:
+                _read(database, frame, template, statement, None, context, False)
             return original_no_params(cursor, statement, context)
         return _tracked(
             database, is_async,

@@ -5,7 +5,7 @@ alias) keeps the catalog and the bound plans; one :class:`ConnectionState` per D
 connection keeps the write log of its transaction, by savepoint.
 
 Reads (inside a cached call only): the plan's dependencies are added to the call with
-``add_dependency``. A read is not cached (``mark_uncacheable``) when its transaction has
+``add_dependencies``. A read is not cached (``mark_uncacheable``) when its transaction has
 written something not committed yet (the rows read may never be committed), when it runs in a
 ``REPEATABLE READ``/``SERIALIZABLE`` transaction whose snapshot was taken before the cached
 call started (it may predate an invalidation the call's store would not see), or when the plan
@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..context import Frame, add_dependency, mark_uncacheable
+from ..context import Frame, add_dependencies, mark_uncacheable
 from .analyser import Template, analyse
 from .catalog import Catalog, PostgresCatalog, Runner, TableInfo
 from .hooks import CommittedWrites
@@ -166,7 +166,7 @@ class Database:
         self.precise_writes = precise_writes
         self.row_limit = row_limit
         self._templates: tuple[dict[str, Template], dict[str, Template]] = ({}, {})
-        self._reads: dict[tuple[str, bool], ReadPlan] = {}
+        self._reads: tuple[dict[str, ReadPlan], dict[str, ReadPlan]] = ({}, {})
         self._writes: dict[tuple[str, bool], WritePlan] = {}
         self._prepared: dict[str, set[str]] = {}
         self._lock = threading.Lock()
@@ -192,11 +192,11 @@ class Database:
 
     def read_plan(self, sql: str, escaped: bool, template: Template, run: Runner) -> ReadPlan:
         """The read plan of ``sql`` (bound once, until a schema change)."""
-        key = (sql, escaped)
-        plan = self._reads.get(key)
+        known = self._reads[escaped]
+        plan = known.get(sql)
         if plan is None:
             self._settings(run)
-            plan = self._reads[key] = bind_read(template, self.catalog, run)
+            plan = known[sql] = bind_read(template, self.catalog, run)
         return plan
 
     def write_plan(self, sql: str, escaped: bool, template: Template, run: Runner) -> WritePlan:
@@ -230,7 +230,8 @@ class Database:
         """Drop the catalog and every plan (after a schema change)."""
         with self._lock:
             self.catalog.forget()
-            self._reads.clear()
+            for known in self._reads:
+                known.clear()
             self._writes.clear()
 
     # -- reads
@@ -262,8 +263,7 @@ class Database:
             elif not _within(state.snapshot, frame):
                 mark_uncacheable(f"a {level} snapshot taken before the cached call started")
                 return
-        for dep in plan.dependencies(params):
-            add_dependency(dep)
+        add_dependencies(plan.dependencies(params))
 
     # -- writes
     def before_write(

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["History", "ReadLog", "SeenLog", "Verdict", "WriteLog"]
+__all__ = ["History", "KeyWrites", "ReadLog", "SeenLog", "Verdict", "Visibility", "WriteLog"]
 
 
 class ReadLog:
@@ -212,7 +212,7 @@ class Verdict:
         }
 
 
-class _KeyWrites:
+class KeyWrites:
     """One key's writes, sorted several ways for bisecting."""
 
     def __init__(self, writes: list[tuple[int, float, float]]) -> None:
@@ -235,7 +235,7 @@ class _KeyWrites:
         )
 
 
-class _Visibility:
+class Visibility:
     """When each version of one key became visible to one group: sorted times, running max."""
 
     def __init__(self, visible: list[tuple[float, int]]) -> None:
@@ -274,12 +274,12 @@ class History:
         """Mark ``group`` as fed by announcements from elsewhere, as ``log`` records."""
         self.seen[group] = log
 
-    def _visibility(self, per_key: dict[int, _KeyWrites], group: str) -> dict[int, _Visibility]:
+    def _visibility(self, per_key: dict[int, KeyWrites], group: str) -> dict[int, Visibility]:
         seen = self.seen.get(group)
-        out: dict[int, _Visibility] = {}
+        out: dict[int, Visibility] = {}
         for key, kw in per_key.items():
             if seen is None:
-                out[key] = _Visibility([(done, v) for v, _s, done in kw.writes])
+                out[key] = Visibility([(done, v) for v, _s, done in kw.writes])
                 continue
             # announcement of version >= v applied: the L1 holds nothing older than v
             applied = sorted(
@@ -299,7 +299,7 @@ class History:
                 if f < len(flushes):
                     learned = min(learned, flushes[f])
                 visible.append((max(done, learned), v))
-            out[key] = _Visibility(visible)
+            out[key] = Visibility(visible)
         return out
 
     def check(self) -> Verdict:
@@ -313,8 +313,8 @@ class History:
             strict=True,
         ):
             grouped.setdefault(key, []).append((version, started, done))
-        per_key = {key: _KeyWrites(ws) for key, ws in grouped.items()}
-        empty = _KeyWrites([])
+        per_key = {key: KeyWrites(ws) for key, ws in grouped.items()}
+        empty = KeyWrites([])
         verdict = Verdict(writes=len(self.writes))
         for group, log in self.reads.items():
             visibility = self._visibility(per_key, group)

@@ -31,6 +31,9 @@ class Profile:
     restart_cycles: int  # server restarts per restart test
     memory_speedup: float  # simulated seconds per real second in the memory test
     memory_simulated_seconds: float  # simulated traffic in the memory test
+    db_seconds: float  # traffic of the database checker (test_db_staleness.py)
+    db_max_reads: int  # its readers stop after this many reads
+    db_min_reads: int  # a database run that checks fewer reads fails
     timeout: float  # pytest-timeout of each test, seconds
 
 
@@ -42,6 +45,9 @@ SHORT = Profile(
     restart_cycles=1,
     memory_speedup=600.0,
     memory_simulated_seconds=3600.0,
+    db_seconds=3.0,
+    db_max_reads=100_000,
+    db_min_reads=500,
     timeout=120.0,
 )
 
@@ -53,6 +59,9 @@ LONG = Profile(
     restart_cycles=4,
     memory_speedup=100.0,
     memory_simulated_seconds=3600.0,
+    db_seconds=600.0,
+    db_max_reads=120_000,
+    db_min_reads=100_000,
     timeout=1200.0,
 )
 
