@@ -10,12 +10,13 @@ import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["ConfigBase", "RedisConfig", "load_class"]
+__all__ = ["BASE_SETTINGS", "REDIS_SETTINGS", "ConfigBase", "RedisConfig", "Setting", "load_class"]
 
 T = TypeVar("T")
 
@@ -89,8 +90,116 @@ def load_class(path: str, *, setting: str) -> type[Any]:
     return cls
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its argument (and attribute) name, its environment variable, how the
+    variable's text is read, its default, and what a valid value is."""
+
+    name: str
+    env: str
+    parse: Callable[[str, str], Any]
+    default: Any
+    valid: Callable[[Any], bool] | None = None
+    requirement: str = ""  # completes "<name> must be ..."
+    normalize: Callable[[Any], Any] | None = None  # applied to every value (given or read)
+    public: bool = True  # shown by to_dict() and repr()
+
+    def resolve(self, given: Any, env: Mapping[str, str]) -> Any:
+        """The value: ``given`` if not None, else the variable's, else the default; checked."""
+        value = _pick(given, env, self.env, self.parse, self.default)
+        if self.normalize is not None and value is not None:
+            value = self.normalize(value)
+        if self.valid is not None and value is not None and not self.valid(value):
+            raise ConfigError(f"{self.name} must be {self.requirement}, got {value!r}")
+        return value
+
+
+def _valid_prefix(prefix: str) -> bool:
+    return bool(prefix) and "{" not in prefix and "}" not in prefix
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _not_negative(value: float) -> bool:
+    return value >= 0
+
+
+#: the settings of every manager (ConfigBase), in the order to_dict() shows them
+BASE_SETTINGS: tuple[Setting, ...] = (
+    Setting("cache_enabled", "DEP_CACHE_ENABLED", _parse_bool, True),
+    Setting("callback_error_silent", "DEP_CACHE_CALLBACK_ERROR_SILENT", _parse_bool, False),
+    Setting("serializer_class", "DEP_CACHE_SERIALIZER", _optional(_keep), None),
+    Setting(
+        "prefix",
+        "DEP_CACHE_PREFIX",
+        _keep,
+        "cache",
+        _valid_prefix,
+        "non-empty and contain no '{' or '}' (braces are Redis Cluster hash tags, which "
+        "depcache manages itself)",
+    ),
+    Setting("cache_backend_class", "DEP_CACHE_BACKEND_CLASS", _optional(_keep), None),
+    Setting("async_cache_backend_class", "DEP_CACHE_ASYNC_BACKEND_CLASS", _optional(_keep), None),
+    Setting("guard_seconds", "DEP_CACHE_GUARD_SECONDS", _parse_float, 600.0, _positive, "positive"),
+    Setting(
+        "backend",
+        "DEP_CACHE_BACKEND",
+        _keep,
+        "redis",
+        lambda value: value in ("redis", "memory"),
+        "'redis' or 'memory'",
+        normalize=str.lower,
+    ),
+    Setting("l1_size", "DEP_CACHE_L1_SIZE", _parse_int, 0, _not_negative, "0 (off) or positive"),
+    Setting("l1_max_age", "DEP_CACHE_L1_MAX_AGE", _parse_float, 30.0, _positive, "positive"),
+    Setting("l1_validate", "DEP_CACHE_L1_VALIDATE", _parse_bool, False),
+    Setting("single_flight", "DEP_CACHE_SINGLE_FLIGHT", _parse_bool, True),
+    Setting("stampede_lock", "DEP_CACHE_STAMPEDE_LOCK", _parse_bool, False),
+    Setting(
+        "stampede_lock_seconds",
+        "DEP_CACHE_STAMPEDE_LOCK_SECONDS",
+        _parse_float,
+        10.0,
+        _positive,
+        "positive",
+    ),
+)
+
+#: what a Redis backend adds (RedisConfig); the URL is resolved apart (see RedisConfig)
+REDIS_SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "REDIS_HOST", _keep, "localhost", public=False),
+    Setting("port", "REDIS_PORT", _parse_int, 6379, public=False),
+    Setting("db", "REDIS_DB", _parse_int, 0, public=False),
+    Setting("password", "REDIS_PASSWORD", _optional(_keep), None, public=False),
+    Setting("username", "REDIS_USERNAME", _optional(_keep), None, public=False),
+    Setting("ssl", "REDIS_SSL", _parse_bool, False, public=False),
+    Setting(
+        "socket_timeout",
+        "REDIS_SOCKET_TIMEOUT",
+        _optional(_parse_float),
+        None,
+        _positive,
+        "positive",
+    ),
+    Setting(
+        "max_connections", "REDIS_MAX_CONNECTIONS", _parse_int, 100, lambda n: n >= 1, "at least 1"
+    ),
+    Setting("cluster", "REDIS_CLUSTER", _parse_bool, False),
+    Setting(
+        "node_check_seconds",
+        "DEP_CACHE_NODE_CHECK_SECONDS",
+        _parse_float,
+        1.0,
+        _not_negative,
+        "0 (off) or positive",
+    ),
+)
+
+
 class ConfigBase:
-    """Settings shared by every backend.
+    """Settings shared by every backend (the table: :data:`BASE_SETTINGS`).
 
     Args:
         cache_enabled: ``False`` makes decorated functions call through (``DEP_CACHE_ENABLED``).
@@ -120,10 +229,29 @@ class ConfigBase:
             false: it costs round trips on every miss).
         stampede_lock_seconds: how long that lock is held at most, and waited for at most
             (``DEP_CACHE_STAMPEDE_LOCK_SECONDS``, default 10).
+        environ: where to read the variables (default ``os.environ``).
 
     Raises:
         ConfigError: a value is invalid, naming the argument or variable.
     """
+
+    #: the settings of this class, in order (subclasses add theirs)
+    SETTINGS: tuple[Setting, ...] = BASE_SETTINGS
+
+    cache_enabled: bool
+    callback_error_silent: bool
+    serializer_class: str | None
+    prefix: str
+    cache_backend_class: str | None
+    async_cache_backend_class: str | None
+    guard_seconds: float
+    backend: str
+    l1_size: int
+    l1_max_age: float
+    l1_validate: bool
+    single_flight: bool
+    stampede_lock: bool
+    stampede_lock_seconds: float
 
     def __init__(
         self,
@@ -144,78 +272,26 @@ class ConfigBase:
         environ: Mapping[str, str] | None = None,
         l1_validate: bool | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
-        self.stampede_lock: bool = _pick(
-            stampede_lock, env, "DEP_CACHE_STAMPEDE_LOCK", _parse_bool, False
-        )
-        self.stampede_lock_seconds: float = _pick(
-            stampede_lock_seconds, env, "DEP_CACHE_STAMPEDE_LOCK_SECONDS", _parse_float, 10.0
-        )
-        self.l1_size: int = _pick(l1_size, env, "DEP_CACHE_L1_SIZE", _parse_int, 0)
-        self.l1_max_age: float = _pick(l1_max_age, env, "DEP_CACHE_L1_MAX_AGE", _parse_float, 30.0)
-        self.l1_validate: bool = _pick(
-            l1_validate, env, "DEP_CACHE_L1_VALIDATE", _parse_bool, False
-        )
-        self.single_flight: bool = _pick(
-            single_flight, env, "DEP_CACHE_SINGLE_FLIGHT", _parse_bool, True
-        )
-        self.cache_enabled: bool = _pick(cache_enabled, env, "DEP_CACHE_ENABLED", _parse_bool, True)
-        self.callback_error_silent: bool = _pick(
-            callback_error_silent, env, "DEP_CACHE_CALLBACK_ERROR_SILENT", _parse_bool, False
-        )
-        self.serializer_class: str | None = _pick(
-            serializer_class, env, "DEP_CACHE_SERIALIZER", _optional(_keep), None
-        )
-        self.prefix: str = _pick(prefix, env, "DEP_CACHE_PREFIX", _keep, "cache")
-        self.cache_backend_class: str | None = _pick(
-            cache_backend_class, env, "DEP_CACHE_BACKEND_CLASS", _optional(_keep), None
-        )
-        self.async_cache_backend_class: str | None = _pick(
-            async_cache_backend_class, env, "DEP_CACHE_ASYNC_BACKEND_CLASS", _optional(_keep), None
-        )
-        self.guard_seconds: float = _pick(
-            guard_seconds, env, "DEP_CACHE_GUARD_SECONDS", _parse_float, 600.0
-        )
-        self.backend: str = _pick(backend, env, "DEP_CACHE_BACKEND", _keep, "redis").lower()
-        self._validate()
+        given = dict(locals())
+        self._resolve(BASE_SETTINGS, given, environ)
 
-    def _validate(self) -> None:
-        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
-            raise ConfigError(
-                f"prefix {self.prefix!r} must be non-empty and contain no '{{' or '}}' "
-                "(braces are Redis Cluster hash tags, which depcache manages itself)"
-            )
-        if self.guard_seconds <= 0:
-            raise ConfigError(f"guard_seconds must be positive, got {self.guard_seconds!r}")
-        if self.l1_size < 0:
-            raise ConfigError(f"l1_size must be 0 (off) or positive, got {self.l1_size!r}")
-        if self.stampede_lock_seconds <= 0:
-            raise ConfigError(
-                f"stampede_lock_seconds must be positive, got {self.stampede_lock_seconds!r}"
-            )
-        if self.l1_max_age <= 0:
-            raise ConfigError(f"l1_max_age must be positive, got {self.l1_max_age!r}")
-        if self.backend not in ("redis", "memory"):
-            raise ConfigError(f"backend {self.backend!r} must be 'redis' or 'memory'")
+    def _resolve(
+        self,
+        settings: tuple[Setting, ...],
+        given: Mapping[str, Any],
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        for setting in settings:
+            setattr(self, setting.name, setting.resolve(given.get(setting.name), env))
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting of :attr:`SETTINGS` by name (credentials included: not for output)."""
+        return {setting.name: getattr(self, setting.name) for setting in self.SETTINGS}
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (credentials masked)."""
-        return {
-            "cache_enabled": self.cache_enabled,
-            "callback_error_silent": self.callback_error_silent,
-            "serializer_class": self.serializer_class,
-            "prefix": self.prefix,
-            "cache_backend_class": self.cache_backend_class,
-            "async_cache_backend_class": self.async_cache_backend_class,
-            "guard_seconds": self.guard_seconds,
-            "backend": self.backend,
-            "l1_size": self.l1_size,
-            "l1_max_age": self.l1_max_age,
-            "l1_validate": self.l1_validate,
-            "single_flight": self.single_flight,
-            "stampede_lock": self.stampede_lock,
-            "stampede_lock_seconds": self.stampede_lock_seconds,
-        }
+        return {s.name: getattr(self, s.name) for s in self.SETTINGS if s.public}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
@@ -223,7 +299,8 @@ class ConfigBase:
 
 
 class RedisConfig(ConfigBase):
-    """Settings of a Redis backend (standalone or cluster), on top of :class:`ConfigBase`.
+    """Settings of a Redis backend (standalone or cluster), on top of :class:`ConfigBase` (the
+    table: :data:`REDIS_SETTINGS`).
 
     ``url`` (``REDIS_URL``) wins over ``host``/``port``/``db``/``password``/``username``/``ssl``
     (``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``, ``REDIS_PASSWORD``, ``REDIS_USERNAME``,
@@ -235,6 +312,19 @@ class RedisConfig(ConfigBase):
     master's identity and eviction policy (``depcache/backends/watch.py``): the longest a master
     that lost data can go unnoticed. Extra keyword arguments go to redis-py.
     """
+
+    SETTINGS = BASE_SETTINGS + REDIS_SETTINGS
+
+    host: str
+    port: int
+    db: int
+    password: str | None
+    username: str | None
+    ssl: bool
+    socket_timeout: float | None
+    max_connections: int
+    cluster: bool
+    node_check_seconds: float
 
     def __init__(
         self,
@@ -267,42 +357,11 @@ class RedisConfig(ConfigBase):
         environ: Mapping[str, str] | None = None,
         **additional_connection_kwargs: Any,
     ) -> None:
-        super().__init__(
-            cache_enabled=cache_enabled,
-            callback_error_silent=callback_error_silent,
-            serializer_class=serializer_class,
-            prefix=prefix,
-            cache_backend_class=cache_backend_class,
-            async_cache_backend_class=async_cache_backend_class,
-            guard_seconds=guard_seconds,
-            backend=backend,
-            l1_size=l1_size,
-            l1_max_age=l1_max_age,
-            single_flight=single_flight,
-            stampede_lock=stampede_lock,
-            stampede_lock_seconds=stampede_lock_seconds,
-            environ=environ,
-            l1_validate=l1_validate,
-        )
-        env = os.environ if environ is None else environ
-        self.host: str = _pick(host, env, "REDIS_HOST", _keep, "localhost")
-        self.port: int = _pick(port, env, "REDIS_PORT", _parse_int, 6379)
-        self.db: int = _pick(db, env, "REDIS_DB", _parse_int, 0)
-        self.password: str | None = _pick(password, env, "REDIS_PASSWORD", _optional(_keep), None)
-        self.username: str | None = _pick(username, env, "REDIS_USERNAME", _optional(_keep), None)
-        self.ssl: bool = _pick(ssl, env, "REDIS_SSL", _parse_bool, False)
-        self.socket_timeout: float | None = _pick(
-            socket_timeout, env, "REDIS_SOCKET_TIMEOUT", _optional(_parse_float), None
-        )
-        self.max_connections: int = _pick(
-            max_connections, env, "REDIS_MAX_CONNECTIONS", _parse_int, 100
-        )
-        self.cluster: bool = _pick(cluster, env, "REDIS_CLUSTER", _parse_bool, False)
-        self.node_check_seconds: float = _pick(
-            node_check_seconds, env, "DEP_CACHE_NODE_CHECK_SECONDS", _parse_float, 1.0
-        )
+        given = dict(locals())
+        self._resolve(self.SETTINGS, given, environ)
         self.additional_connection_kwargs: dict[str, Any] = dict(additional_connection_kwargs)
         # explicit connection arguments win over REDIS_URL from the environment
+        env = os.environ if environ is None else environ
         explicit_parts = any(v is not None for v in (host, port, db, password, username, ssl))
         raw_url = url if explicit_parts else _pick(url, env, "REDIS_URL", _optional(_keep), None)
         self.url: str = raw_url if raw_url is not None else self._url_from_parts()
@@ -314,19 +373,7 @@ class RedisConfig(ConfigBase):
         connection settings of the environment."""
         if isinstance(config, RedisConfig):
             return config
-        return cls(
-            cache_enabled=config.cache_enabled,
-            callback_error_silent=config.callback_error_silent,
-            serializer_class=config.serializer_class,
-            prefix=config.prefix,
-            guard_seconds=config.guard_seconds,
-            l1_size=config.l1_size,
-            l1_max_age=config.l1_max_age,
-            single_flight=config.single_flight,
-            stampede_lock=config.stampede_lock,
-            stampede_lock_seconds=config.stampede_lock_seconds,
-            l1_validate=config.l1_validate,
-        )
+        return cls(**{s.name: getattr(config, s.name) for s in BASE_SETTINGS})
 
     def _url_from_parts(self) -> str:
         scheme = "rediss" if self.ssl else "redis"
@@ -356,14 +403,6 @@ class RedisConfig(ConfigBase):
                 f"Redis URL {self.safe_url!r}: the path must be a database number "
                 f"(redis://host:6379/0), got {database!r}"
             )
-        if self.socket_timeout is not None and self.socket_timeout <= 0:
-            raise ConfigError(f"socket_timeout must be positive, got {self.socket_timeout!r}")
-        if self.max_connections < 1:
-            raise ConfigError(f"max_connections must be at least 1, got {self.max_connections!r}")
-        if self.node_check_seconds < 0:
-            raise ConfigError(
-                f"node_check_seconds must be 0 (off) or positive, got {self.node_check_seconds!r}"
-            )
 
     @property
     def safe_url(self) -> str:
@@ -371,14 +410,13 @@ class RedisConfig(ConfigBase):
         return mask_url(self.url)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict; the password never appears."""
+        """The settings as a plain dict; the password never appears (the URL is masked)."""
+        shown = super().to_dict()
+        base = {s.name for s in BASE_SETTINGS}
         return {
-            **super().to_dict(),
+            **{k: v for k, v in shown.items() if k in base},
             "url": self.safe_url,
-            "socket_timeout": self.socket_timeout,
-            "max_connections": self.max_connections,
-            "cluster": self.cluster,
-            "node_check_seconds": self.node_check_seconds,
+            **{k: v for k, v in shown.items() if k not in base},
         }
 
 

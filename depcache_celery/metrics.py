@@ -50,6 +50,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 LATENCY_BUCKETS += (30.0, 60.0, 300.0, 1800.0, 3600.0)
 
+Histogram: Any
+try:  # imported with the module, not while a batch is processed (nothing a message can cause)
+    from prometheus_client import Histogram
+except ImportError:  # pragma: no cover - prometheus-client is optional
+    Histogram = None
+
 _lock = threading.Lock()
 _histograms: dict[str, Any] = {}
 _unavailable: list[bool] = []
@@ -63,9 +69,7 @@ def _histogram(name: str) -> Any:
     with _lock:
         if name in _histograms:
             return _histograms[name]
-        try:
-            from prometheus_client import Histogram  # noqa: PLC0415
-        except ImportError:
+        if Histogram is None:
             _unavailable.append(True)
             return None
         docs = {

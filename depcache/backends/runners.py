@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import cache
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,7 +55,7 @@ AsyncRunner = Callable[[list[Command]], Awaitable[list[Any]]]
 def lua_source(name: str) -> str:
     """The text of ``lua/<name>.lua`` (read once), with the files it includes (a line
     ``-- include: _shared.lua``) in place: Redis scripts cannot load code."""
-    text = files("depcache.backends").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    text = (_LUA / f"{name}.lua").read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines(keepends=True):
         if line.startswith(_INCLUDE):
@@ -66,6 +66,9 @@ def lua_source(name: str) -> str:
 
 
 _INCLUDE = "-- include: "
+#: the scripts, installed with the package (package data): read as plain files, so that loading
+#: one imports nothing (a crafted entry must not be able to make the process import a module)
+_LUA = Path(__file__).with_name("lua")
 
 
 @cache
