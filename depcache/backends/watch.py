@@ -263,7 +263,7 @@ class DeploymentWatch(threading.Thread):
         with self._lock:
             prefixes = {p: list(cbs) for p, cbs in self._prefixes.items()}
         for prefix, callbacks in prefixes.items():
-            raised = self._reconcile(prefix, nodes, seen)
+            raised = self._reconcile(prefix, nodes, seen, previous)
             self._read_floor(prefix)
             if raised:
                 logger.warning(
@@ -275,7 +275,13 @@ class DeploymentWatch(threading.Thread):
                 for callback in callbacks:
                     callback(prefix)
 
-    def _reconcile(self, prefix: str, nodes: Mapping[str, NodeInfo], seen: bool) -> bool:
+    def _reconcile(
+        self,
+        prefix: str,
+        nodes: Mapping[str, NodeInfo],
+        seen: bool,
+        previous: Mapping[str, NodeInfo],
+    ) -> bool:
         """Compare-and-set the prefix's record; return True when this call raised the floor."""
         epoch = f"{prefix}:epoch"
         keys = (epoch, f"{{{epoch}}}:floor", f"{{{epoch}}}:nodes")
@@ -290,8 +296,12 @@ class DeploymentWatch(threading.Thread):
                 bump = False  # a new prefix, or the floor was lost: its first lookup voids all
             elif old == _FRESH:
                 bump = seen  # the floor was set since the record: older entries are void
+            elif old is None:
+                # the record was lost (evicted): what changed since it was written is not known,
+                # unless this process watched all along and saw nothing change
+                bump = seen or not previous
             else:
-                bump = seen or lost_data(old, nodes)  # no record: lost, and what changed with it
+                bump = seen or lost_data(old, nodes)
             args = ("" if old is None else old, view, int(bump))
             if int(run_one(client, script("watch_bump", keys, *args))) == 1:
                 return bump
