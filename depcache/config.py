@@ -394,9 +394,9 @@ class RedisConfig(ConfigBase):
         _check_url_parts(self.url, self.safe_url)
         if parts.scheme != "unix" and not parts.hostname:
             raise ConfigError(f"Redis URL {self.safe_url!r} names no host")
-        # after the last "@", as mask_url reads it: a password may hold an unquoted "/"
-        hostpart = self.url.partition("://")[2].rpartition("@")[2]
-        database = hostpart.partition("/")[2].partition("?")[0].strip("/")
+        # the path as redis-py reads it (_check_url_parts refused the URLs it would read
+        # differently); a query string may hold anything, "@" and "/" included
+        database = parts.path.strip("/")
         database = database if parts.scheme != "unix" else ""
         if database and not database.isdigit():
             raise ConfigError(

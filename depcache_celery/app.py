@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from . import metrics
 from .consumer import EventConsumerStep
 from .events import Router
 from .monitoring import install_monitoring
@@ -45,6 +46,7 @@ def install(app: Celery, *, router: Router | None = None) -> Installation:
         if router is not None and router is not existing.router:
             raise ValueError("depcache_celery is already installed on this app with another router")
         return existing
+    metrics.prepare()  # after the worker chose prometheus-client's mode, before any message
     tasks = register_tasks(app, router)
     step: type[EventConsumerStep] = type(
         "DepcacheEventConsumer", (EventConsumerStep,), {"router": router}

@@ -162,6 +162,7 @@ class BatchProcessor:
         self._max_bytes = max_message_bytes
         self._apply = apply
         self._stats = counters
+        metrics.prepare()  # now, not while a message is processed
 
     @property
     def router(self) -> Router:

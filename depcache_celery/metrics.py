@@ -22,7 +22,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["METRIC_NAMES", "observe_apply", "observe_batch", "observe_invalidated"]
+__all__ = [
+    "METRIC_NAMES",
+    "observe_apply",
+    "observe_batch",
+    "observe_invalidated",
+    "prepare",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +56,30 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 LATENCY_BUCKETS += (30.0, 60.0, 300.0, 1800.0, 3600.0)
 
-Histogram: Any
-try:  # imported with the module, not while a batch is processed (nothing a message can cause)
-    from prometheus_client import Histogram
-except ImportError:  # pragma: no cover - prometheus-client is optional
-    Histogram = None
-
 _lock = threading.Lock()
 _histograms: dict[str, Any] = {}
 _unavailable: list[bool] = []
+_histogram_class: list[Any] = []
+
+
+def prepare() -> None:
+    """Import prometheus-client now (once), so that processing a message never imports a module.
+
+    :func:`depcache_celery.install` and every :class:`~depcache_celery.batch.BatchProcessor`
+    call it. It is not done when this module is imported: prometheus-client chooses between
+    its single-process and multiprocess modes when it is imported, and the ready-made worker sets
+    ``PROMETHEUS_MULTIPROC_DIR`` after importing this package."""
+    if _histogram_class or _unavailable:
+        return
+    with _lock:
+        if _histogram_class or _unavailable:
+            return
+        try:
+            from prometheus_client import Histogram  # noqa: PLC0415 - see above
+        except ImportError:  # pragma: no cover - prometheus-client is optional
+            _unavailable.append(True)
+        else:
+            _histogram_class.append(Histogram)
 
 
 def _histogram(name: str) -> Any:
@@ -66,12 +87,11 @@ def _histogram(name: str) -> Any:
     found = _histograms.get(name)
     if found is not None or _unavailable:
         return found
+    prepare()
     with _lock:
-        if name in _histograms:
-            return _histograms[name]
-        if Histogram is None:
-            _unavailable.append(True)
-            return None
+        if name in _histograms or _unavailable:
+            return _histograms.get(name)
+        [Histogram] = _histogram_class
         docs = {
             METRIC_NAMES[0]: ("From an event's publication to its invalidation on a manager.",),
             METRIC_NAMES[1]: ("How long a manager took to apply one share.",),
