@@ -473,16 +473,24 @@ class Job:
         return not self.remaining
 
 
+LANE_IDLE_SECONDS = 10.0
+"""How long a lane's thread waits for more work once idle before it ends (a later job starts
+another): a steady stream of batches reuses one thread per manager instead of starting one per
+batch."""
+
+
 class _Lane:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock: threading.Lock) -> None:
         self.name = name
         self.pending: list[Job] = []
-        self.busy = False
+        self.busy = False  # it has jobs to apply (or is applying them)
+        self.alive = False  # a thread serves it (busy, or waiting for jobs)
+        self.work = threading.Condition(lock)  # notified when a job is queued on it
 
 
 class Lanes:
-    """Applies jobs on their managers, one thread per manager at a time (see the module's
-    docstring).
+    """Applies jobs on their managers, one thread per manager at a time, kept while jobs keep
+    coming (see the module's docstring).
 
     Args:
         on_done: called with each job once every one of its managers applied it (or failed),
@@ -507,8 +515,8 @@ class Lanes:
         self._lanes: dict[str, _Lane] = {}
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` on the lane of each of its managers; a lane that is idle starts a
-        thread. A job without managers is done at once."""
+        """Queue ``job`` on the lane of each of its managers; a lane whose thread waits is woken,
+        a lane without one starts a thread. A job without managers is done at once."""
         if not job.remaining:
             self._on_done(job)
             return
@@ -517,11 +525,15 @@ class Lanes:
             for name in sorted(job.remaining):
                 lane = self._lanes.get(name)
                 if lane is None:
-                    lane = self._lanes[name] = _Lane(name)
+                    lane = self._lanes[name] = _Lane(name, self._lock)
                 lane.pending.append(job)
                 if not lane.busy:
                     lane.busy = True
-                    start.append(lane)
+                    if lane.alive:
+                        lane.work.notify()
+                    else:
+                        lane.alive = True
+                        start.append(lane)
         for lane in start:
             threading.Thread(
                 target=self._run, args=(lane,), name=f"depcache-lane-{lane.name}", daemon=True
@@ -542,18 +554,25 @@ class Lanes:
             return sorted(name for name, lane in self._lanes.items() if lane.busy)
 
     def _run(self, lane: _Lane) -> None:
+        """A lane's thread: apply its jobs; once it has none, signal ``on_idle`` and wait up to
+        :data:`LANE_IDLE_SECONDS` for more before ending."""
         while True:
             with self._lock:
                 jobs, lane.pending = lane.pending, []
                 if not jobs:
                     lane.busy = False
-                    break
-            self._apply(lane.name, jobs)
-        if self._on_idle is not None:
-            try:
-                self._on_idle()
-            except Exception:
-                logger.exception("depcache_celery: the lane of %r could not signal", lane.name)
+            if jobs:
+                self._apply(lane.name, jobs)
+                continue
+            if self._on_idle is not None:
+                try:
+                    self._on_idle()
+                except Exception:
+                    logger.exception("depcache_celery: the lane of %r could not signal", lane.name)
+            with self._lock:
+                if not lane.work.wait_for(lambda: bool(lane.pending), LANE_IDLE_SECONDS):
+                    lane.alive = False
+                    return
 
     def _apply(self, name: str, jobs: list[Job]) -> None:
         deps = unique(dep for job in jobs for dep in job.dependencies)
