@@ -276,41 +276,45 @@ class BatchProcessor:
         report = outcome.report
         removed = dict(report.removed) if report is not None else {}
         failed = report.failed if report is not None else []
-        extra = batch.log_fields(
-            managers=[*removed, *failed],
-            removed=removed,
-            failed=failed,
-            acked=outcome.acked,
-            unacked=outcome.unacked,
-            dead_lettered=outcome.dead_lettered,
-            outcome="handed off"
-            if outcome.handed_off
-            else ("unacked" if outcome.unacked else "applied"),
+        result = (
+            "handed off" if outcome.handed_off else ("unacked" if outcome.unacked else "applied")
         )
-        logger.log(
-            logging.WARNING if failed or outcome.unacked else logging.INFO,
-            "depcache_celery: batch of %d event(s) %s: %d dependencies on %s in %.1f ms "
-            "(%d entries removed%s)",
-            len(batch.messages),
-            ", ".join(str(i) for i in batch.event_ids[:5])
-            + (", ..." if len(batch.event_ids) > 5 else ""),
-            len(batch.dependencies),
-            ", ".join(sorted(removed)) or "no manager",
-            extra["duration_ms"],
-            sum(removed.values()),
-            f"; failed on {', '.join(failed)}, handed to the retry path" if failed else "",
-            extra=extra,
-        )
-        tracing.end(
-            batch.span,
-            {
-                "depcache.managers": sorted([*removed, *failed]),
-                "depcache.removed": sum(removed.values()),
-                "depcache.failed": failed,
-                "depcache.outcome": extra["outcome"],
-            },
-            error=f"failed on {', '.join(failed)}" if failed else None,
-        )
+        level = logging.WARNING if failed or outcome.unacked else logging.INFO
+        if logger.isEnabledFor(level):  # the fields list every event: built only when logged
+            extra = batch.log_fields(
+                managers=[*removed, *failed],
+                removed=removed,
+                failed=failed,
+                acked=outcome.acked,
+                unacked=outcome.unacked,
+                dead_lettered=outcome.dead_lettered,
+                outcome=result,
+            )
+            logger.log(
+                level,
+                "depcache_celery: batch of %d event(s) %s: %d dependencies on %s in %.1f ms "
+                "(%d entries removed%s)",
+                len(batch.messages),
+                ", ".join(str(i) for i in batch.event_ids[:5])
+                + (", ..." if len(batch.event_ids) > 5 else ""),
+                len(batch.dependencies),
+                ", ".join(sorted(removed)) or "no manager",
+                extra["duration_ms"],
+                sum(removed.values()),
+                f"; failed on {', '.join(failed)}, handed to the retry path" if failed else "",
+                extra=extra,
+            )
+        if batch.span is not None:
+            tracing.end(
+                batch.span,
+                {
+                    "depcache.managers": sorted([*removed, *failed]),
+                    "depcache.removed": sum(removed.values()),
+                    "depcache.failed": failed,
+                    "depcache.outcome": result,
+                },
+                error=f"failed on {', '.join(failed)}" if failed else None,
+            )
 
     # -- steps -------------------------------------------------------------------------------------
     def _route(
@@ -580,6 +584,8 @@ class Lanes:
         error: Exception | None = None
         started = time.perf_counter()
         batches = [job.batch for job in jobs if job.batch is not None]
+        # per-event lists are built only for the span and the debug line that read them
+        traced = tracing.enabled()
         spans = [tracing.context_of(b.span) for b in batches if b.span is not None]
         with tracing.span(
             f"depcache.share {name}",
@@ -588,7 +594,9 @@ class Lanes:
                 "depcache.manager": name,
                 "depcache.dependencies.count": len(deps),
                 "depcache.event_ids": [i for b in batches for i in b.event_ids if i],
-            },
+            }
+            if traced
+            else {},
             parent=spans[0] if spans else None,
             links=spans[1:],
         ) as share:
@@ -606,22 +614,23 @@ class Lanes:
         metrics.observe_apply(name, time.perf_counter() - started)
         if error is None:
             metrics.observe_invalidated(name, [p for batch in batches for p in batch.published_at])
-        logger.debug(
-            "depcache_celery: %d dependencies on %s: %s",
-            len(deps),
-            name,
-            f"failed: {error}" if error is not None else f"{removed} entries removed",
-            extra=fields(
-                event_ids=[i for batch in batches for i in batch.event_ids],
-                routing_keys=[k for batch in batches for k in batch.routing_keys],
-                dependency_count=len(deps),
-                managers=[name],
-                duration=time.perf_counter() - started,
-                removed={name: removed} if error is None else {},
-                failed=[name] if error is not None else [],
-                outcome="failed" if error is not None else "applied",
-            ),
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "depcache_celery: %d dependencies on %s: %s",
+                len(deps),
+                name,
+                f"failed: {error}" if error is not None else f"{removed} entries removed",
+                extra=fields(
+                    event_ids=[i for batch in batches for i in batch.event_ids],
+                    routing_keys=[k for batch in batches for k in batch.routing_keys],
+                    dependency_count=len(deps),
+                    managers=[name],
+                    duration=time.perf_counter() - started,
+                    removed={name: removed} if error is None else {},
+                    failed=[name] if error is not None else [],
+                    outcome="failed" if error is not None else "applied",
+                ),
+            )
         finished: list[Job] = []
         with self._lock:
             for index, job in enumerate(jobs):

@@ -48,6 +48,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -128,7 +129,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._in_flight = 0  # batches of this channel handed to the lanes, not yet finished
         self._generation = 0  # one per channel: batches of a closed channel are not acked
         self._multi_ack = False  # AMQP: a batch is acknowledged with one basic.ack
-        self._outstanding: dict[int, Message] = {}  # by delivery tag, in delivery order
+        self._outstanding: OrderedDict[int, Message] = OrderedDict()  # by tag, as delivered
         self._finishing: Batch | None = None
         # Shared with the lanes' threads.
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -369,14 +370,15 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._outstanding[_tag(message)] = message
 
     def _prune(self) -> None:
-        outstanding = self._outstanding
-        for tag in list(outstanding):
-            if not outstanding[tag].acknowledged:
+        outstanding = self._outstanding  # an OrderedDict: its first item is found in O(1)
+        while outstanding:
+            tag, message = next(iter(outstanding.items()))
+            if not message.acknowledged:
                 break
             del outstanding[tag]
 
     def _new_channel(self) -> None:
-        self._outstanding = {}
+        self._outstanding = OrderedDict()
         self._buffer = []
         self._holding = False
         self._in_flight = 0

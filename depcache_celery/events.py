@@ -260,23 +260,24 @@ class Router:
 
     @staticmethod
     def _run(event: str, handler: Handler, data: dict[str, Any]) -> list[str]:
-        name = _handler_name(handler)
         try:
             output = handler(data)
             if isinstance(output, (str, bytes)):
                 raise EventError(
-                    f"event {event!r}: handler {name} returned a string, not an iterable of "
-                    "dependency strings"
+                    f"event {event!r}: handler {_handler_name(handler)} returned a string, not "
+                    "an iterable of dependency strings"
                 )
             deps = list(output)
         except EventError:
             raise
         except Exception as exc:
+            name = _handler_name(handler)
             raise EventError(f"event {event!r}: handler {name} failed: {exc!r}") from exc
         for dep in deps:
             if not isinstance(dep, str) or not dep:
                 raise EventError(
-                    f"event {event!r}: handler {name} returned {dep!r}, not a non-empty string"
+                    f"event {event!r}: handler {_handler_name(handler)} returned {dep!r}, not a "
+                    "non-empty string"
                 )
         return deps
 

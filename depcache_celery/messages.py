@@ -98,6 +98,10 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every message (json.loads with these options would build one per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
+
+
 def _event(obj: dict[str, Any]) -> str:
     if "event" not in obj:
         raise BadMessage("missing field 'event'")
@@ -141,7 +145,7 @@ def parse_message(
         text = text[1:]
     try:
         # Python's json reads NaN, Infinity and -Infinity, and 1e999 as infinity: refused here
-        obj = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+        obj = _DECODER.decode(text)
     except BadMessage:
         raise
     except json.JSONDecodeError as exc:
