@@ -198,13 +198,14 @@ class BatchProcessor:
         if not messages:
             return batch
         self._stats.add("batches")
-        pending = list(messages)
+        handled = 0  # messages[handled:] are neither in the batch nor dead-lettered yet
         try:
             per_message: list[list[str]] = []
             router = self.router
+            debug = logger.isEnabledFor(logging.DEBUG)
             for message in messages:
-                routed = self._route(router, message, outcome)
-                pending.remove(message)
+                routed = self._route(router, message, outcome, debug=debug)
+                handled += 1
                 if routed is None:
                     continue
                 deps, event_id = routed
@@ -217,7 +218,7 @@ class BatchProcessor:
             outcome.dependencies = batch.dependencies
         except Exception as exc:  # a bug of ours: never let it stop the consumer
             logger.exception("depcache_celery: batch of %d message(s) failed", len(messages))
-            for message in [*batch.messages, *pending]:
+            for message in [*batch.messages, *messages[handled:]]:
                 self._reject(message, f"internal error: {exc!r}", outcome)
             batch.messages = []
             batch.dependencies = outcome.dependencies = []
@@ -318,7 +319,7 @@ class BatchProcessor:
 
     # -- steps -------------------------------------------------------------------------------------
     def _route(
-        self, router: Router, message: Message, outcome: BatchOutcome
+        self, router: Router, message: Message, outcome: BatchOutcome, *, debug: bool = True
     ) -> tuple[list[str], str | None] | None:
         """The message's dependencies and event id, or None when it was dead-lettered (or
         left unacked)."""
@@ -333,12 +334,13 @@ class BatchProcessor:
             return None
         if not deps:
             self._stats.add("unhandled_events")
-        logger.debug(
-            "depcache_celery: event %r (id %s) -> %d dependencies",
-            parsed.event,
-            parsed.id,
-            len(deps),
-        )
+        if debug:  # the caller checked the level once per batch
+            logger.debug(
+                "depcache_celery: event %r (id %s) -> %d dependencies",
+                parsed.event,
+                parsed.id,
+                len(deps),
+            )
         return deps, parsed.id
 
     def _settle(self, batch: Batch, report: FanoutReport | None) -> bool:
