@@ -59,6 +59,7 @@ import json
 import math
 import os
 import platform
+import select
 import shutil
 import signal
 import socket
@@ -167,8 +168,8 @@ class Announcement:
 
 
 class Watcher:
-    """Subscribes to every manager's invalidation channel (one connection and thread per Redis
-    server) and records, per dependency, when each manager announced it."""
+    """Subscribes to every manager's invalidation channel (one connection per Redis server,
+    all read by one thread) and records, per dependency, when each manager announced it."""
 
     def __init__(self, managers: dict[str, str], urls: dict[str, str]) -> None:
         self.managers = managers  # channel -> manager name
@@ -184,49 +185,54 @@ class Watcher:
         self._subscribed = 0
         self._ready = threading.Event()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._pubsubs: list[Any] = []
+        self._thread = threading.Thread(target=self._run, name="dcbench-watcher", daemon=True)
 
     def start(self) -> None:
         for client, channels in zip(self.clients, self.channels, strict=True):
             pubsub = client.pubsub()
             pubsub.subscribe(*channels)
-            thread = threading.Thread(
-                target=self._run, args=(pubsub,), name="dcbench-watcher", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+            self._pubsubs.append(pubsub)
+        self._thread.start()
         if not self._ready.wait(10):
             raise Problem("the invalidation channels were not subscribed within 10 s")
 
-    def _run(self, pubsub: Any) -> None:
+    def _run(self) -> None:
+        """One thread for every server (20 deployments must not mean 20 threads competing
+        with the worker for the CPUs): select() on their sockets, then read what each has."""
         try:
+            by_socket = {pubsub.connection._sock: pubsub for pubsub in self._pubsubs}
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=0.2)
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    with self.lock:
-                        self._subscribed += 1
-                        if self._subscribed == len(self.managers):
-                            self._ready.set()
-                    continue
-                if message["type"] != "message":
-                    continue
-                at = time.perf_counter()
-                data = json.loads(message["data"])
-                channel = message["channel"]
-                channel = channel.decode() if isinstance(channel, bytes) else channel
-                manager = self.managers[channel]
-                deps = tuple(data["dependencies"])
-                with self.lock:
-                    self.announcements.append(Announcement(at, manager, deps, int(data["removed"])))
-                    for dep in deps:
-                        self.seen.setdefault(dep, {}).setdefault(manager, at)
+                ready, _, _ = select.select(list(by_socket), [], [], 0.2)
+                for sock in ready:
+                    pubsub = by_socket[sock]
+                    while (message := pubsub.get_message(timeout=0)) is not None:
+                        self._handle(message)
         except Exception as exc:  # reported as a problem by whoever waits
             self.errors.append(f"the announcement watcher failed: {exc!r}")
             self._ready.set()
         finally:
-            pubsub.close()
+            for pubsub in self._pubsubs:
+                pubsub.close()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            self._subscribed += 1
+            if self._subscribed == len(self.managers):
+                self._ready.set()
+            return
+        if message["type"] != "message":
+            return
+        at = time.perf_counter()
+        data = json.loads(message["data"])
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        manager = self.managers[channel]
+        deps = tuple(data["dependencies"])
+        with self.lock:
+            self.announcements.append(Announcement(at, manager, deps, int(data["removed"])))
+            for dep in deps:
+                self.seen.setdefault(dep, {}).setdefault(manager, at)
 
     def done(self, deps: list[str]) -> int:
         """How many of ``deps`` every manager announced."""
@@ -294,8 +300,7 @@ class Watcher:
 
     def close(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(5)
+        self._thread.join(5)
         for client in self.clients:
             client.close()
 
