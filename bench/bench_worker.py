@@ -1459,7 +1459,8 @@ def throughput_section(
         "invalidations on both managers), which the kombu consumer does not do. With "
         "--worker-pool prefork the pool's child processes are not counted. With --quick "
         "(one drain of a few hundred events, mostly start-up and the first batch) the ratios "
-        f"are shown but {NOT_GRADED}. events/batch = dependencies per invalidation "
+        f'are shown and the target columns say "{NOT_GRADED}". events/batch = dependencies '
+        "per invalidation "
         "call, over both managers (a worker may merge batches that queued for a busy manager, "
         "so managers can differ). invalidated = events whose "
         "dependency both managers announced (for kombu: messages acked); entries removed = "
