@@ -52,7 +52,7 @@ import depcache  # noqa: E402
 import depcache.db.plans  # noqa: E402
 import depcache.db.sqlalchemy as dsa  # noqa: E402
 from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager  # noqa: E402
-from depcache.context import Frame  # noqa: E402
+from depcache.call._context import Frame  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
     "DEPCACHE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

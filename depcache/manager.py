@@ -13,13 +13,13 @@ from typing import Any
 from . import observe
 from .announce import Announcer
 from .backends.base import AsyncCacheBackend, CacheBackend
+from .call._entry import CorruptEntry, decode_entry, encode_entry, encode_exception
+from .call._flights import AsyncFlights, SyncFlights
 from .config import ConfigBase
-from .entry import CorruptEntry, decode_entry, encode_entry, encode_exception
 from .events import CacheCallback, CacheEvent, CacheEventType, EventEmitter
 from .factories import pair_backends
-from .flights import AsyncFlights, SyncFlights
-from .listener import InvalidationListener, listen
-from .local import LocalCache
+from .l1._listener import InvalidationListener, listen
+from .l1._local import LocalCache
 from .serializers import BaseSerializer, serializer_from_config
 
 __all__ = ["CacheManager"]

@@ -11,8 +11,8 @@ import redis
 
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
-from depcache.entry import Entry
-from depcache.local import LocalCache
+from depcache.call._entry import Entry
+from depcache.l1._local import LocalCache
 from depcache.testing import reset_managers
 
 pytestmark = pytest.mark.redis

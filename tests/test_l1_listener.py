@@ -22,7 +22,7 @@ import redis
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
 from depcache.announce import parse_message
-from depcache.listener import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, InvalidationListener
+from depcache.l1._listener import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, InvalidationListener
 from tests.servers import RedisServer, redis_server
 
 pytestmark = pytest.mark.redis

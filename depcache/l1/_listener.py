@@ -14,15 +14,15 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .announce import parse_message
-from .backends.cluster_client import create_cluster_client
-from .backends.memory import FakeCacheBackend
-from .backends.redis_client import create_sync_client
-from .config import RedisConfig
-from .local import LocalCache
+from ..announce import parse_message
+from ..backends.cluster_client import create_cluster_client
+from ..backends.memory import FakeCacheBackend
+from ..backends.redis_client import create_sync_client
+from ..config import RedisConfig
+from ._local import LocalCache
 
 if TYPE_CHECKING:
-    from .manager import CacheManager
+    from ..manager import CacheManager
 
 __all__ = ["FIRST_RETRY_DELAY", "MAX_RETRY_DELAY", "InvalidationListener", "listen"]
 

@@ -1,6 +1,6 @@
 """The two drivers of the cache flow: the only place where sync and async differ.
 
-Each performs the operations yielded by :func:`depcache.flow.cache_flow`, one method per kind
+Each performs the operations yielded by :func:`depcache.call._flow.cache_flow`, one method per kind
 of operation: the sync driver calls the manager's sync backend and the function and waits on
 threads; the async driver awaits the async backend, the coroutine function, async callbacks
 and other tasks. A failing operation is thrown back into the flow. When the flow ends, however
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .flights import FOLLOW_TIMEOUT, Outcome
-from .flow import (
+from ._flights import FOLLOW_TIMEOUT, Outcome
+from ._flow import (
     COMPUTE,
     Acquire,
     CallRecord,
@@ -34,8 +34,8 @@ from .flow import (
 )
 
 if TYPE_CHECKING:
-    from .decorator import CallSpec
-    from .manager import CacheManager
+    from ..manager import CacheManager
+    from ._decorator import CallSpec
 
 __all__ = ["run_async", "run_sync"]
 

@@ -8,16 +8,16 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import observe
-from .context import validate_ttl
-from .drivers import run_async, run_sync
-from .errors import ConfigWarning
-from .flow import local_hit
-from .keys import KeyTemplate
-from .registry import get_or_create_cache_manager, registered_managers, registry_generation
+from .. import observe
+from ..errors import ConfigWarning
+from ..registry import get_or_create_cache_manager, registered_managers, registry_generation
+from ._context import validate_ttl
+from ._drivers import run_async, run_sync
+from ._flow import local_hit
+from ._keys import KeyTemplate
 
 if TYPE_CHECKING:
-    from .manager import CacheManager
+    from ..manager import CacheManager
 
 __all__ = ["CallSpec", "async_cache_with_deps", "cache_with_deps"]
 

@@ -2,7 +2,7 @@
 
 :func:`cache_flow` is a generator: it yields operations (:class:`Lookup`, :data:`COMPUTE`,
 :class:`Store`, :class:`Emit`, :class:`Notify`) and receives their results. The drivers in
-``drivers.py`` perform them, with or without ``await``. A failing operation is thrown back
+``_drivers.py`` perform them, with or without ``await``. A failing operation is thrown back
 into the generator at the point it was yielded, so error policy lives here, once.
 """
 
@@ -14,16 +14,16 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import HeldEpoch
-from .context import Frame, current_frame, merge_into
-from .entry import CorruptEntry, Entry, decode_entry, encode_entry, encode_exception
-from .errors import SerializationError
-from .events import CacheEvent, CacheEventType
+from ..backends.base import HeldEpoch
+from ..errors import SerializationError
+from ..events import CacheEvent, CacheEventType
+from ._context import Frame, current_frame, merge_into
+from ._entry import CorruptEntry, Entry, decode_entry, encode_entry, encode_exception
 
 if TYPE_CHECKING:
-    from .decorator import CallSpec
-    from .local import LocalCache
-    from .manager import CacheManager
+    from ..l1._local import LocalCache
+    from ..manager import CacheManager
+    from ._decorator import CallSpec
 
 __all__ = [
     "COMPUTE",
