@@ -49,7 +49,8 @@ def from_l1(spec: CallSpec, manager: CacheManager, key: str) -> Entry | None:
     no validation round trip, no enclosing cached call to hand its dependencies to); else
     None. An L1 hit then costs a dictionary lookup."""
     l1 = manager.l1
-    if l1 is None or not plain(spec, manager):
+    # plain(spec, manager), inlined: this is the whole cost of an L1 hit
+    if l1 is None or spec.callback is not None or manager.events.active:
         return None
     if manager.config.l1_validate:  # needs a round trip: the flow does it
         return None
@@ -67,7 +68,10 @@ def from_reply(
     The entry's dependency header is only parsed when there is an enclosing call to hand the
     dependencies to."""
     blob = reply[0]
-    if blob is None or manager.l1 is not None or not plain(spec, manager):
+    # plain(spec, manager), inlined: the hit path
+    if blob is None or manager.l1 is not None or spec.callback is not None:
+        return None
+    if manager.events.active:
         return None
     parent = current_frame()
     try:
