@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("depcache", "depcache_celery")
+PACKAGES = ("depcache", "depcache_celery", "depcache_pytest")
 
 Graph = dict[str, set[str]]
 
