@@ -99,3 +99,18 @@ def test_external_imports_sees_function_level_imports(tmp_path: Path) -> None:
     found = external_imports(tmp_path, ["depcache"])
     assert found["depcache"] == {"kombu"}
     assert found["depcache.x"] == {"typing"}
+
+
+def test_the_design_doc_names_every_module_of_the_layers() -> None:
+    """docs/design.md "Layers" is a newcomer's map: it names each module of call/ and l1/ and
+    each top-level module and folder of depcache/."""
+    root = Path(__file__).resolve().parent.parent
+    design = (root / "docs" / "design.md").read_text()
+    layers = design.split("\n## Layers\n", 1)[1].split("\n## ", 1)[0]
+    package = root / "depcache"
+    names = [p.name for p in (package / "call").glob("*.py") if p.name != "__init__.py"]
+    names += [p.name for p in (package / "l1").glob("*.py") if p.name != "__init__.py"]
+    names += [p.name for p in package.glob("*.py") if p.name not in ("__init__.py", "_json.py")]
+    names += [f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()]
+    missing = [name for name in sorted(names) if name not in layers]
+    assert missing == []
