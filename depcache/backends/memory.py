@@ -246,6 +246,10 @@ class _InProcess:
         self.channel = channel
         self.subscriber = subscriber
         store.subscribe(channel, subscriber.message)
+        #: as on the Redis listener thread: confirmed (at once, here), and how often
+        self.subscribed = threading.Event()
+        self.subscribed.set()
+        self.subscriptions = 1
 
     def stop(self) -> None:
         """Unsubscribe."""
