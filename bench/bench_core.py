@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Side-by-side benchmark: depcache vs simple-dep-cache vs raw redis-py.
 
-    python bench/bench_core.py [--redis-url URL] [--quick] [--json out.json] [--no-cluster]
-                               [--markdown [PATH]] [--chart PATH]
+    python -m bench.bench_core [--redis-url URL] [--quick] [--json out.json] [--no-cluster]
+                                [--markdown [PATH]] [--chart PATH]
 
 Measures, in one run and against one Redis server:
 
@@ -32,14 +32,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import inspect
-import json as stdjson
 import math
-import os
-import platform
 import shutil
-import statistics
 import sys
 import time
 import traceback
@@ -52,26 +47,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import redis
+import redis.cluster
+import redis.connection
 
-import redis  # noqa: E402
-import redis.cluster  # noqa: E402
-import redis.connection  # noqa: E402
-from _output import Document, Table  # noqa: E402
-
-try:
-    import orjson
-
-    JSON_LIB = f"orjson {orjson.__version__}"
-    jdumps: Callable[[Any], bytes | str] = orjson.dumps
-    jloads: Callable[[Any], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is in the bench extra
-    JSON_LIB = "json (stdlib; install orjson for the fast path)"
-    jdumps = stdjson.dumps
-    jloads = stdjson.loads
+from bench import _harness as h
+from bench._harness import JSON_LIB, Document, Problem, Table, jdumps, jloads, timed_loop
 
 RAW = "redis-py"
 RAW_ASIDE = "redis-py:cache-aside"
@@ -388,19 +369,6 @@ class CommandCount:
 # --------------------------------------------------------------------------------------------
 
 
-def timed_loop(op: Callable[[int], Any], start: int, n: int) -> float:
-    """Run op(start) ... op(start + n - 1) with the GC off; return elapsed seconds."""
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        for i in range(start, start + n):
-            op(i)
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
 def timed_calls(op: Callable[[str], int], args: list[str]) -> tuple[float, list[int]]:
     gc.collect()
     gc.disable()
@@ -427,10 +395,6 @@ class Indexes:
 # --------------------------------------------------------------------------------------------
 # The three contenders
 # --------------------------------------------------------------------------------------------
-
-
-class Problem(Exception):
-    """A library misbehaved: the measurement would be meaningless."""
 
 
 class RawRedis:
@@ -829,15 +793,12 @@ class Row:
 
     @property
     def median(self) -> float | None:
-        return statistics.median(self.seconds_per_op) if self.seconds_per_op else None
+        return h.median(self.seconds_per_op)
 
     @property
     def spread(self) -> float | None:
         """Half the min-max range of the repeats, relative to the median."""
-        med = self.median
-        if not med or len(self.seconds_per_op) < 2:
-            return None
-        return (max(self.seconds_per_op) - min(self.seconds_per_op)) / 2 / med
+        return h.spread(self.seconds_per_op)
 
 
 @dataclass
@@ -1355,10 +1316,6 @@ def _fmt(counter: dict[str, float]) -> str:
     return ", ".join(f"{name} {n:g}" for name, n in sorted(counter.items(), key=lambda x: -x[1]))
 
 
-def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
-    return "-" if value is None else format(value * scale, spec)
-
-
 def core_table(report: Report, *, targets: bool, writes: str = "RT/op") -> tuple[Table, list[str]]:
     """The results table of a report, and its commands-per-operation lines."""
     headers = ["operation", "library", "ops/s", "us/op", "+-%", "x raw"]
@@ -1386,9 +1343,9 @@ def core_table(report: Report, *, targets: bool, writes: str = "RT/op") -> tuple
             row.label,
             row.library + (" (ERROR)" if row.error else ""),
             f"{1 / med:,.0f}" if med else "-",
-            _num(med, ",.1f", 1e6),
-            _num(row.spread, ".0f", 100),
-            _num(ratio, ".2f"),
+            h.num(med, ",.1f", 1e6),
+            h.num(row.spread, ".0f", 100),
+            h.num(ratio, ".2f"),
         ]
         cells += [target_cell] if targets else []
         cells += [
@@ -1432,16 +1389,16 @@ def comparison_table(comparison: list[dict[str, Any]]) -> Table:
         table.add(
             [
                 c["operation"],
-                _num(c["redis_py_seconds"], ",.1f", 1e6),
-                _num(c["redis_py_cluster_seconds"], ",.1f", 1e6),
-                _num(c["depcache_seconds"], ",.1f", 1e6),
-                _num(c["depcache_cluster_seconds"], ",.1f", 1e6),
-                _num(c["depcache_cluster_over_standalone"], ".2f"),
-                _num(c["redis_py_cluster_over_standalone"], ".2f"),
-                _num(c["depcache_cluster_over_redis_py_cluster"], ".2f"),
-                _num(c["depcache_over_redis_py"], ".2f"),
-                f"{_num(c['depcache_round_trips'], 'g')}, "
-                f"{_num(c['depcache_cluster_writes'], 'g')}",
+                h.num(c["redis_py_seconds"], ",.1f", 1e6),
+                h.num(c["redis_py_cluster_seconds"], ",.1f", 1e6),
+                h.num(c["depcache_seconds"], ",.1f", 1e6),
+                h.num(c["depcache_cluster_seconds"], ",.1f", 1e6),
+                h.num(c["depcache_cluster_over_standalone"], ".2f"),
+                h.num(c["redis_py_cluster_over_standalone"], ".2f"),
+                h.num(c["depcache_cluster_over_redis_py_cluster"], ".2f"),
+                h.num(c["depcache_over_redis_py"], ".2f"),
+                f"{h.num(c['depcache_round_trips'], 'g')}, "
+                f"{h.num(c['depcache_cluster_writes'], 'g')}",
             ]
         )
     return table
@@ -1689,33 +1646,23 @@ def write_chart(path: Path, report: Report, cluster: ClusterRun | None) -> str:
 
 
 def metadata(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
     server = bench.admin.info("server")
-    return {
-        "redis_url": redact(bench.url),
-        "redis_server": server.get("redis_version"),
-        "redis_py": redis.__version__,
-        "hiredis": version("hiredis"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "json": JSON_LIB,
-        "depcache": version("depcache"),
-        "simple_dep_cache": version("simple-dep-cache"),
-        "quick": args.quick,
-        "ttl": bench.ttl,
-        "repeats": bench.settings.repeats,
-        "invalidation_rounds": bench.settings.inval_rounds,
-        "settings": bench.settings.__dict__,
-        "targets": TARGETS,
-        "run_prefix": bench.run_prefix,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    meta = h.environment(quick=args.quick, redis_url=bench.url)
+    meta.update(
+        {
+            "redis_server": server.get("redis_version"),
+            "redis_py": redis.__version__,
+            "hiredis": h.version("hiredis"),
+            "simple_dep_cache": h.version("simple-dep-cache"),
+            "ttl": bench.ttl,
+            "repeats": bench.settings.repeats,
+            "invalidation_rounds": bench.settings.inval_rounds,
+            "settings": bench.settings.__dict__,
+            "targets": TARGETS,
+            "run_prefix": bench.run_prefix,
+        }
+    )
+    return meta
 
 
 def counting_summary(bench: Bench) -> dict[str, Any]:
@@ -1728,25 +1675,9 @@ def counting_summary(bench: Bench) -> dict[str, Any]:
     }
 
 
-def redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-DEFAULT_MARKDOWN = ROOT / "bench" / "results" / "core.md"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        help="Redis to run against (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
-    )
-    parser.add_argument("--quick", action="store_true", help="few, short repeats (< 40 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser = h.parser(__doc__)
+    h.redis_url_option(parser)
     parser.add_argument(
         "--ttl",
         type=int,
@@ -1764,13 +1695,6 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also measure depcache on a throw-away 3-master Redis Cluster (default: when "
         "redis-server and redis-cli are installed; --cluster fails the run without them)",
-    )
-    parser.add_argument(
-        "--markdown",
-        nargs="?",
-        const=str(DEFAULT_MARKDOWN),
-        metavar="PATH",
-        help="also write the tables as markdown (default path bench/results/core.md)",
     )
     parser.add_argument("--chart", metavar="PATH", help="also draw the ratios as a PNG")
     args = parser.parse_args(argv)
@@ -1813,17 +1737,14 @@ def main(argv: list[str] | None = None) -> int:
     meta["elapsed_seconds"] = round(time.perf_counter() - t0, 1)
 
     doc = build_document(bench.report, meta, cluster)
-    print()
-    print(doc.text())
+    h.publish(
+        doc,
+        args,
+        to_json(bench.report, meta, cluster),
+        script="bench_core.py",
+        default_markdown=h.RESULTS / "core.md",
+    )
     print(f"{meta['elapsed_seconds']} s; removed {removed} keys under {bench.run_prefix}-*")
-    if args.json:
-        data = to_json(bench.report, meta, cluster)
-        Path(args.json).write_text(stdjson.dumps(data, indent=2) + "\n")
-    if args.markdown:
-        command = "python bench/bench_core.py" + (" --quick" if args.quick else "")
-        title = f"bench_core.py ({'quick' if args.quick else 'full'} run, {meta['started']})"
-        doc.write_markdown(Path(args.markdown), title, command)
-        print(f"markdown written to {args.markdown}")
     if args.chart:
         print(write_chart(Path(args.chart), bench.report, cluster))
 
