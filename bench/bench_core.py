@@ -1591,7 +1591,9 @@ def build_document(report: Report, meta: dict[str, Any], cluster: ClusterRun | N
     doc.para(
         f"depcache benchmark: redis {meta.get('redis_server')} at {meta.get('redis_url')}, "
         f"redis-py {meta.get('redis_py')} (hiredis {meta.get('hiredis') or 'not installed'}), "
-        f"python {meta.get('python')}, {meta.get('cpus')} CPUs, decode: {meta.get('json')}.",
+        f"python {meta.get('python')}, {meta.get('cpus')} CPUs (load average at the start: "
+        f"{', '.join(f'{x:g}' for x in meta.get('load_average') or []) or 'unknown'}), "
+        f"decode: {meta.get('json')}.",
         f"mode: {'quick' if meta.get('quick') else 'full'}, ttl: {meta.get('ttl')}, "
         f"repeats: {meta.get('repeats')} (hit/miss), {meta.get('invalidation_rounds')} "
         "(invalidate).",
@@ -1674,7 +1676,8 @@ def build_document(report: Report, meta: dict[str, Any], cluster: ClusterRun | N
         "miss+store k=5 <= 1.15 standalone and <= 1.5 cluster, invalidation <= 1.2 standalone "
         "and <= 1.1 cluster, memory <= 1.5.",
         "The cluster hit takes 2 round trips by design: the entry, then its dependencies' "
-        "markers and the floor on their nodes, which is what keeps a hit correct when a node "
+        "markers on their nodes (and the floor, unless the deployment's watch has read it), "
+        "which is what keeps a hit correct when a node "
         "evicts keys or a master restarts empty (issue 13). A 1-round-trip GET cannot make "
         "that check, so the <= 1.15 target against a raw GET is not reachable by a hit that "
         "must stay correct; its ratio is reported as measured.",
