@@ -50,12 +50,19 @@ import psycopg
 import redis
 from kombu import Connection
 
-from bench import _harness as h
-from bench._harness import Document, Table
 from depcache.announce import channel_for, parse_message
 from depcache.db import column_dependency
 from depcache_celery.cdc.pgoutput import Commit, Insert, decode
 from depcache_celery.cdc.replication import Keepalive, ReplicationStream
+
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_cdc") from None
+
+from bench._harness import Document, Table
 
 TABLE = "bench_rows"
 TARGET_RATE = 5000.0

@@ -52,7 +52,13 @@ import redis
 import redis.cluster
 import redis.connection
 
-from bench import _harness as h
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_core") from None
+
 from bench._harness import JSON_LIB, Document, Problem, Table, jdumps, jloads, timed_loop
 
 RAW = "redis-py"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import sys
 import time
 import traceback
@@ -40,10 +41,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import depcache
 import depcache.db.plans
 import depcache.db.sqlalchemy as dsa
-from bench import _harness as h
-from bench._harness import Document, Table
 from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager
 from depcache.context import Frame
+
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_db") from None
+
+from bench._harness import Document, Table
 
 DEFAULT_PG = os.environ.get(
     "DEPCACHE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -103,7 +111,7 @@ def statement_cost(url: str, quick: bool) -> dict[str, Any]:
     finally:
         plain.dispose()
         tracked.dispose()
-    median = {k: h.median(v) for k, v in times.items()}
+    median = {k: statistics.median(v) for k, v in times.items()}
     return {
         "statements_per_round": n,
         "rounds": rounds,

@@ -45,9 +45,16 @@ import cachetools
 import redis
 
 import depcache
-from bench import _harness as h
-from bench._harness import Document, Problem, Table, jdumps, jloads
 from depcache import RedisConfig, add_dependency, cache_with_deps, current_cache_key
+
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_l1") from None
+
+from bench._harness import Document, Problem, Table, jdumps, jloads
 
 L1_HIT = "depcache L1 hit"
 L1_VALIDATED = "depcache L1 hit, l1_validate"
