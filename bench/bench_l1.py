@@ -6,7 +6,7 @@ how fast an invalidation reaches another process's L1.
 
 1. Per-call time of a cache hit, in one run, served by:
    * depcache from its L1 (``RedisConfig(l1_size=10000)``; measured once the L1's
-     subscription is confirmed),
+     subscription is confirmed: ``manager.l1.active``),
    * depcache from Redis (``l1_size=0``),
    * raw redis-py (GET + orjson decode),
    * ``cachetools.cached(cachetools.LRUCache(...))``,
@@ -88,6 +88,17 @@ WARMUP_REPS = 5  # propagation rounds run first and not recorded
 
 L1_SIZE = 10_000
 L1_MAX_AGE = 600.0  # longer than the run: an entry ageing out would turn an L1 hit into a miss
+
+
+def wait_active(manager: depcache.CacheManager, timeout: float) -> bool:
+    """Wait until the manager's L1 serves: its listener switches it on once the subscription
+    to the invalidation channel is confirmed (``manager.l1.active``). False on timeout."""
+    deadline = time.monotonic() + timeout
+    while manager.l1 is not None and not manager.l1.active:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return manager.l1 is not None
 
 
 def make_value(i: int) -> dict[str, Any]:
@@ -178,10 +189,9 @@ class HitBench:
         manager = depcache.get_or_create_cache_manager(manager_name, config=config)
         self.managers[name] = manager
         if l1_size:
-            listener = manager._listener
-            if manager.l1 is None or listener is None:
+            if manager.l1 is None:
                 raise Problem("l1_size was set but the manager has no L1")
-            if not listener.subscribed.wait(5):
+            if not wait_active(manager, 5):
                 raise Problem("the L1 did not subscribe to the invalidation channel within 5 s")
 
         @cache_with_deps(cache_manager=manager)
@@ -359,8 +369,8 @@ def propagation_child(url: str, prefix: str, conn: Any, reader: str) -> None:
     for thread in load:
         thread.start()
     try:
-        l1, listener = manager.l1, manager._listener
-        if l1 is None or listener is None or not listener.subscribed.wait(5):
+        l1 = manager.l1
+        if l1 is None or not wait_active(manager, 5):
             conn.send(("error", "the child's L1 did not subscribe within 5 s"))
             return
         keys: dict[int, str] = {}
