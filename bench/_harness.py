@@ -26,9 +26,9 @@ What is here:
   collector collected before and disabled during it);
 * :func:`median`, :func:`spread` (half the min-max range over the median), :func:`percentile`
   (nearest rank), :func:`num` (one formatted number, ``-`` for None), :func:`ms`;
-* :func:`version` of an installed distribution, :func:`environment` (python, platform, CPUs,
-  load average, start time, the masked URLs given), :func:`mask_url` (``depcache.config``'s:
-  a URL's password never reaches a report);
+* :func:`version` of an installed distribution, :func:`load_average`, :func:`environment`
+  (python, platform, CPUs, load average, start time, the masked URLs given),
+  :func:`mask_url` (``depcache.config``'s: a URL's password never reaches a report);
 * :class:`Document` and :class:`Table` (``bench/_output.py``): the report, printed as text and
   written as markdown; :func:`publish` prints it and writes ``--json`` / ``--markdown``;
 * :class:`Problem`: raised when a contender misbehaves (its measurement would mean nothing).
@@ -63,6 +63,7 @@ __all__ = [
     "environment",
     "jdumps",
     "jloads",
+    "load_average",
     "mask_url",
     "median",
     "ms",
@@ -189,12 +190,17 @@ def version(dist: str) -> str | None:
         return None
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (rounded), None where the system has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Linux
+        return None
+
+
 def environment(*, quick: bool, **urls: str) -> dict[str, Any]:
     """What every report records about its run; ``urls`` (name=URL) are recorded masked."""
-    try:
-        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on Linux
-        load = None
+    load = load_average()
     meta: dict[str, Any] = {name: mask_url(url) for name, url in urls.items()}
     meta.update(
         {

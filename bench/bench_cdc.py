@@ -223,7 +223,7 @@ def insert_batches(dsn: str, first: int, count: int, per_txn: int) -> float:
         for start in range(first, first + count, per_txn):
             end = min(start + per_txn, first + count) - 1
             conn.execute(
-                f"INSERT INTO {TABLE} SELECT i FROM generate_series(%s::int, %s::int) i",  # type: ignore[arg-type]
+                f"INSERT INTO {TABLE} SELECT i FROM generate_series(%s::int, %s::int) i",
                 [start, end],
             )
             conn.commit()
@@ -244,7 +244,7 @@ def steady_writes(dsn: str, first: int, rate: float, seconds: float) -> dict[int
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            conn.execute(f"INSERT INTO {TABLE} VALUES (%s)", [first + i])  # type: ignore[arg-type]
+            conn.execute(f"INSERT INTO {TABLE} VALUES (%s)", [first + i])
             committed[first + i] = time.time()
             i += 1
     return committed
@@ -392,7 +392,7 @@ READERS = {"streaming replication protocol": read_streaming, "SQL interface, pol
 def slot_reading(run: Run, rows: int, latency_seconds: float) -> list[dict[str, Any]]:
     publication = f"cdcbench_read_{run.uid}"
     with psycopg.connect(run.dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE {TABLE}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE PUBLICATION {publication} FOR TABLE {TABLE}")
     results = []
     base = 3_000_001
     for index, (name, reader) in enumerate(READERS.items()):
@@ -511,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cdcbench-") as tmp, database(args.dsn) as dsn:
         run = Run(args.broker, args.redis_url, dsn, uid, Path(tmp))
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {TABLE}")  # type: ignore[arg-type]
-            conn.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")  # type: ignore[arg-type]
+            conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+            conn.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
         try:
             result["pipeline"] = pipeline(run, rows, seconds)
             result["reading"] = slot_reading(run, rows, seconds)
@@ -524,9 +524,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"--- {log}\n{path.read_text()[-3000:]}", file=sys.stderr)
         finally:
             with contextlib.suppress(Exception), psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f"DROP TABLE IF EXISTS {TABLE}")  # type: ignore[arg-type]
-                conn.execute(f"DROP PUBLICATION IF EXISTS cdcbench_{uid}")  # type: ignore[arg-type]
-                conn.execute(f"DROP PUBLICATION IF EXISTS cdcbench_read_{uid}")  # type: ignore[arg-type]
+                conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+                conn.execute(f"DROP PUBLICATION IF EXISTS cdcbench_{uid}")
+                conn.execute(f"DROP PUBLICATION IF EXISTS cdcbench_read_{uid}")
             client = redis.Redis.from_url(args.redis_url)
             for prefix in run.prefixes:
                 keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
