@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY depcache ./depcache
 COPY depcache_celery ./depcache_celery
+COPY depcache_pytest ./depcache_pytest
 RUN pip install --no-cache-dir ".[celery,hiredis,prometheus,examples,cdc]"
 COPY examples ./examples
 RUN mkdir -p /data

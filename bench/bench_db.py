@@ -2,12 +2,13 @@
 """Database tracking benchmark: what instrumenting an engine costs per statement, and how
 precise its invalidations are.
 
-    python bench/bench_db.py [--pg-url URL] [--quick] [--json out.json] [--markdown [PATH]]
+    python -m bench.bench_db [--pg-url URL] [--quick] [--json out.json] [--markdown [PATH]]
 
 1. Per-statement cost: a primary-key ``SELECT`` through SQLAlchemy Core on one open connection
    (psycopg, PostgreSQL over loopback), through a plain engine and through an instrumented one
-   (``depcache.db.sqlalchemy.instrument``), outside any cached call and inside one (a frame
-   entered around the loop, so the decorator's own cost is not counted). Rounds alternate the
+   (``depcache.db.sqlalchemy.instrument``), outside any cached call and inside one (the timed
+   loop runs in the body of a ``cache_with_deps`` function on a miss, so the decorator's own
+   lookup and store are not counted). Rounds alternate the
    engines; the median time per statement of each, and the ratios instrumented / plain
    (issue 14's targets: at most 1.01 outside, 1.10 inside).
 2. Precision: a mixed workload of cached reads (by primary key, by an equality, by ``IN``) and
@@ -23,10 +24,7 @@ is reported, not an error.
 
 from __future__ import annotations
 
-import argparse
-import json as stdjson
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,25 +32,26 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import psycopg
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-import psycopg  # noqa: E402
-from _output import Document, Table  # noqa: E402
-from sqlalchemy import String, create_engine, select  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
+import depcache
+import depcache.db.plans
+import depcache.db.sqlalchemy as dsa
+from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager
 
-import depcache  # noqa: E402
-import depcache.db.plans  # noqa: E402
-import depcache.db.sqlalchemy as dsa  # noqa: E402
-from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager  # noqa: E402
-from depcache.context import Frame  # noqa: E402
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_db") from None
+
+from bench._harness import Document, Table
 
 DEFAULT_PG = os.environ.get(
     "DEPCACHE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,21 +73,15 @@ class User(Base):
 # -- 1. per-statement cost -----------------------------------------------------------------------
 
 
-def _per_statement(engine: Engine, n: int, inside: Frame | None) -> float:
+def _per_statement(engine: Engine, n: int) -> float:
     ids = [1 + i % 100 for i in range(n)]
     with engine.connect() as conn:
         for uid in ids[:50]:  # warm: compiled cache, plans, catalog
             conn.execute(select(User.name).where(User.id == uid)).scalar()
-        if inside is not None:
-            inside.enter()
-        try:
-            start = time.perf_counter()
-            for uid in ids:
-                conn.execute(select(User.name).where(User.id == uid)).scalar()
-            return (time.perf_counter() - start) / n
-        finally:
-            if inside is not None:
-                inside.exit()
+        start = time.perf_counter()
+        for uid in ids:
+            conn.execute(select(User.name).where(User.id == uid)).scalar()
+        return (time.perf_counter() - start) / n
 
 
 def statement_cost(url: str, quick: bool) -> dict[str, Any]:
@@ -97,6 +90,14 @@ def statement_cost(url: str, quick: bool) -> dict[str, Any]:
     dsa.instrument(tracked)
     manager = depcache.registered_managers()["bench_db"]
     rounds, n = (5, 300) if quick else (15, 2000)
+    engines = {"plain": plain, "tracked": tracked}
+    run_id = uuid.uuid4().hex  # every call below is a miss, even when main() runs again
+
+    @cache_with_deps(cache_manager=manager)
+    def inside(run: str, r: int, label: str) -> float:
+        """The same statements inside a computing cached call (tracked ones record reads)."""
+        return _per_statement(engines[label], n)
+
     times: dict[str, list[float]] = {
         k: [] for k in ("plain out", "tracked out", "plain in", "tracked in")
     }
@@ -106,9 +107,8 @@ def statement_cost(url: str, quick: bool) -> dict[str, Any]:
             if r % 2:
                 order.reverse()
             for engine, label in order:
-                times[f"{label} out"].append(_per_statement(engine, n, None))
-                frame = Frame(manager, f"bench:{r}:{label}", None, ())
-                times[f"{label} in"].append(_per_statement(engine, n, frame))
+                times[f"{label} out"].append(_per_statement(engine, n))
+                times[f"{label} in"].append(inside(run_id, r, label))
     finally:
         plain.dispose()
         tracked.dispose()
@@ -126,11 +126,11 @@ def statement_cost(url: str, quick: bool) -> dict[str, Any]:
 # -- 2. precision --------------------------------------------------------------------------------
 
 
-def _table_level(self: depcache.db.plans.ReadPlan, params: Any) -> set[str]:
+def _table_level(self: depcache.db.plans.ReadPlan, params: Any) -> list[str]:
     """A read plan that depends on its tables only (django-cachalot's model)."""
     deps = set(self.static)
     deps |= {depcache.db.table_dependency(t.info.name, t.info.schema) for t in self.narrow}
-    return deps
+    return sorted(deps)
 
 
 def precision(url: str, quick: bool, table_level: bool, seed: int) -> dict[str, Any]:  # noqa: PLR0912  # one workload, step by step
@@ -292,29 +292,16 @@ def report(data: dict[str, Any]) -> Document:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = h.parser(__doc__)
     parser.add_argument(
         "--pg-url",
         default=DEFAULT_PG,
         help="libpq URL of a database to create the benchmark's database from",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (< 30 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument(
-        "--markdown",
-        nargs="?",
-        const=str(ROOT / "bench" / "results" / "db.md"),
-        metavar="PATH",
-        help="also write markdown",
-    )
     args = parser.parse_args(argv)
     problems: list[str] = []
     data: dict[str, Any] = {
-        "meta": {
-            "quick": args.quick,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "meta": h.environment(quick=args.quick, pg_url=args.pg_url),
         "problems": problems,
     }
     url, drop = _database(args.pg_url)
@@ -339,14 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(traceback.format_exc())
     finally:
         drop()
-    if "precision" in data:
-        doc = report(data)
-        print(doc.text())
-        if args.markdown:
-            command = "python bench/bench_db.py" + (" --quick" if args.quick else "")
-            doc.write_markdown(Path(args.markdown), "Database tracking", command)
-    if args.json:
-        Path(args.json).write_text(stdjson.dumps(data, indent=2, default=str))
+    doc = report(data) if "precision" in data else Document()
+    h.publish(doc, args, data, script="bench_db.py", default_markdown=h.RESULTS / "db.md")
     for problem in problems:
         print("PROBLEM:", problem, file=sys.stderr)
     return 3 if problems else 0

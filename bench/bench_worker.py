@@ -78,17 +78,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(ROOT) not in sys.path:  # python bench/bench_worker.py from a checkout (the worker too)
+    sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
-from _output import Document, Table  # noqa: E402
 from celery import Celery  # noqa: E402
 from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
 
 import depcache  # noqa: E402
 import depcache_celery  # noqa: E402
+from bench._output import Document, Table  # noqa: E402
 
 KOMBU = "kombu consumer"
 BUS = "depcache_celery bus consumer"

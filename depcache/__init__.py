@@ -15,15 +15,15 @@ from .backends import (
     RedisCacheBackend,
     RedisClusterCacheBackend,
 )
-from .config import ConfigBase, RedisConfig
-from .context import (
+from .call._context import (
     add_dependency,
     current_cache_key,
     get_cache_manager,
     mark_uncacheable,
     set_cache_ttl,
 )
-from .decorator import async_cache_with_deps, cache_with_deps
+from .call._decorator import async_cache_with_deps, cache_with_deps
+from .config import ConfigBase, RedisConfig
 from .errors import (
     BackendError,
     ConfigError,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .registry import InvalidationReport
+    from ._report import InvalidationReport
 
 __all__ = [
     "BackendError",

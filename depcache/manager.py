@@ -12,14 +12,14 @@ from typing import Any
 
 from . import observe
 from .announce import Announcer
-from .backends.base import AsyncCacheBackend, CacheBackend
+from .backends.base import AsyncCacheBackend, CacheBackend, Subscription
+from .call._entry import CorruptEntry, decode_entry, encode_entry, encode_exception
+from .call._flights import AsyncFlights, SyncFlights
 from .config import ConfigBase
-from .entry import CorruptEntry, decode_entry, encode_entry, encode_exception
 from .events import CacheCallback, CacheEvent, CacheEventType, EventEmitter
 from .factories import pair_backends
-from .flights import AsyncFlights, SyncFlights
-from .listener import InvalidationListener, listen
-from .local import LocalCache
+from .l1._listener import listen
+from .l1._local import LocalCache
 from .serializers import BaseSerializer, serializer_from_config
 
 __all__ = ["CacheManager"]
@@ -69,10 +69,10 @@ class CacheManager:
         self.async_flights = AsyncFlights() if config.single_flight else None
         #: The in-process cache (None unless ``l1_size`` is set), and what keeps it coherent.
         self.l1: LocalCache | None = None
-        self._listener: InvalidationListener | None = None
+        self._listener: Subscription | None = None
         if config.l1_size and config.cache_enabled:
             self.l1 = LocalCache(config.l1_size, config.l1_max_age)
-            self._listener = listen(self, self.l1)
+            self._listener = listen(self.backend, self.invalidation_channel, self.l1)
 
     @property
     def name(self) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .events import CacheEvent, CacheEventType, observe_all, unobserve_all
 
 if TYPE_CHECKING:
-    from .decorator import CallSpec
+    from .call._spec import CallSpec
     from .manager import CacheManager
 
 __all__ = [

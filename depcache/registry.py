@@ -15,9 +15,9 @@ import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._report import InvalidationReport
 from .config import ConfigBase, RedisConfig
 from .errors import ConfigWarning, InvalidationError, UnknownManagerError
 from .manager import CacheManager
@@ -107,25 +107,6 @@ def reset_registry() -> None:
     with _lock:
         _managers.clear()
         _generation[0] += 1
-
-
-@dataclass
-class InvalidationReport:
-    """The outcome of :func:`invalidate`: entries removed per manager, and errors."""
-
-    dependencies: list[str]
-    removed: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, Exception] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when every manager was invalidated."""
-        return not self.errors
-
-    @property
-    def total(self) -> int:
-        """Entries removed over all managers."""
-        return sum(self.removed.values())
 
 
 def _targets(managers: Iterable[str] | None) -> Mapping[str, CacheManager]:

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from kombu.message import Message
 
-from depcache.entry import decode_entry
+from depcache.call._entry import decode_entry
 from depcache.serializers.base import BaseSerializer
 from tests.reliability.profile import PROFILE
 
@@ -305,7 +305,7 @@ SOME_ARGUMENTS = st.one_of(_KEY_SCALARS, _OBJECTS, ARGUMENTS)
 
 
 def canonical(value: Any) -> str:  # noqa: PLR0911 - one branch per kind
-    """A type-aware description of an argument, written independently of depcache.keys.
+    """A type-aware description of an argument, written independently of depcache.call._keys.
 
     Two arguments must share a cache entry exactly when their descriptions are equal: equal
     values of equal types (dicts and sets in any order), objects with equal cache keys.

@@ -29,7 +29,7 @@ from depcache import BackendError, RedisConfig, add_dependency, cache_with_deps
 from depcache.backends.cluster import RedisClusterCacheBackend
 from depcache.backends.cluster_client import create_cluster_client
 from depcache.backends.cluster_runner import ClusterRunner
-from depcache.keys import KeyTemplate
+from depcache.call._keys import KeyTemplate
 from tests.server_fixtures import _require_binaries
 from tests.servers import RedisServer, redis_cluster
 

@@ -11,8 +11,8 @@ import redis
 
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
-from depcache.entry import Entry
-from depcache.local import LocalCache
+from depcache.call._entry import Entry
+from depcache.l1._local import LocalCache
 from depcache.testing import reset_managers
 
 pytestmark = pytest.mark.redis
@@ -304,3 +304,56 @@ def test_l1_validate_reads_another_process_write_before_its_announcement(
     # validated, the L1 entry is found void and dropped; otherwise it is served until the
     # announcement arrives (the documented window)
     assert row() == (2 if validate else 1)
+
+
+# --- backend.subscribe(): what the L1 listens through ---------------------------------------------
+
+
+def test_memory_backend_announces_in_process_to_another_managers_l1(prefix: str) -> None:
+    """Two managers on one in-memory store: one's invalidation reaches the other's L1 through
+    the store's subscription, at once; stopping the subscription switches that L1 off."""
+    reader = depcache.CacheManager(
+        depcache.ConfigBase(prefix=prefix, backend="memory", l1_size=10), name="reader"
+    )
+    writer = depcache.CacheManager(depcache.ConfigBase(prefix=prefix, backend="memory"))
+    assert reader.l1 is not None
+    assert reader.l1.active
+    calls: list[int] = []
+
+    @cache_with_deps(cache_manager=reader)
+    def f() -> int:
+        calls.append(1)
+        add_dependency("d")
+        return len(calls)
+
+    assert f() == f() == 1
+    assert len(reader.l1) == 1
+    writer.invalidate_dependency("d")
+    assert len(reader.l1) == 0
+    assert f() == 2
+    reader.close()
+    assert not reader.l1.active  # no longer hears invalidations: serves nothing
+    writer.invalidate_dependency("d")
+    assert f() == 3
+
+
+def test_a_backend_that_cannot_subscribe_leaves_the_l1_off(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Silent(depcache.FakeCacheBackend):
+        def subscribe(self, channel: str, subscriber: Any) -> None:
+            return super(depcache.FakeCacheBackend, self).subscribe(channel, subscriber)
+
+    config = depcache.ConfigBase(prefix=prefix, backend="memory", l1_size=10)
+    manager = depcache.CacheManager(config, backend=Silent(config))
+    assert "L1 needs a Redis or memory backend" in caplog.text
+    assert manager._listener is None
+    assert manager.l1 is not None
+    assert not manager.l1.active
+
+    @cache_with_deps(cache_manager=manager)
+    def f() -> int:
+        return 1
+
+    assert f() == f() == 1
+    assert len(manager.l1) == 0  # never filled while it is off

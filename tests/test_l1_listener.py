@@ -22,7 +22,7 @@ import redis
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
 from depcache.announce import parse_message
-from depcache.listener import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, InvalidationListener
+from depcache.backends.pubsub import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, PubSubListener
 from tests.servers import RedisServer, redis_server
 
 pytestmark = pytest.mark.redis
@@ -104,7 +104,7 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> No
         time.sleep(0.005)
 
 
-def _listener(manager: depcache.CacheManager) -> InvalidationListener:
+def _listener(manager: depcache.CacheManager) -> PubSubListener:
     listener = manager._listener
     assert listener is not None
     return listener

@@ -26,7 +26,7 @@ from kombu import Connection, Queue
 import depcache
 import depcache_celery
 from depcache import JSONSerializer, cache_with_deps, current_cache_key
-from depcache.entry import CorruptEntry, decode_entry
+from depcache.call._entry import CorruptEntry, decode_entry
 from depcache_celery import (
     BadMessage,
     BatchProcessor,

@@ -12,7 +12,7 @@ import redis
 
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
-from depcache.keys import KeyTemplate
+from depcache.call._keys import KeyTemplate
 from depcache.testing import reset_managers
 
 pytestmark = pytest.mark.redis

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from ..errors import ConfigError
-from .base import AsyncCacheBackend, Blob, CacheBackend
+from .base import AsyncCacheBackend, Blob, CacheBackend, Subscriber, Subscription
 
 __all__ = ["AsyncOnlyBackend", "DelegatingAsyncBackend", "ThreadedAsyncBackend"]
 
@@ -26,6 +26,10 @@ class DelegatingAsyncBackend(AsyncCacheBackend):
 
     async def _call(self, method: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> Subscription | None:
+        """See CacheBackend.subscribe."""
+        return self.sync.subscribe(channel, subscriber)
 
     async def set(
         self,
@@ -105,6 +109,11 @@ class AsyncOnlyBackend(CacheBackend):
 
     def __init__(self, backend: AsyncCacheBackend) -> None:
         super().__init__(backend.config)
+        self.async_backend = backend
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> Subscription | None:
+        """The async backend's announcements (subscribing does not block)."""
+        return self.async_backend.subscribe(channel, subscriber)
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
         raise ConfigError(

@@ -16,11 +16,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import Protocol
 
 from ..announce import Announcer
 from ..config import ConfigBase
 
-__all__ = ["AsyncCacheBackend", "BackendMixin", "CacheBackend", "HeldEpoch"]
+__all__ = [
+    "AsyncCacheBackend",
+    "BackendMixin",
+    "CacheBackend",
+    "HeldEpoch",
+    "Subscriber",
+    "Subscription",
+]
 
 Blob = bytes
 
@@ -34,8 +42,30 @@ class HeldEpoch(int):
     __slots__ = ()
 
 
+class Subscriber(Protocol):
+    """What :meth:`BackendMixin.subscribe` feeds: the messages of one channel, and whether they
+    may have been lost. Called from the backend's thread (or in process, by the publisher)."""
+
+    def subscribed(self) -> None:
+        """The subscription is confirmed (again, after a reconnection): from now on every
+        message is delivered; messages sent before may have been lost."""
+
+    def message(self, data: bytes | str) -> None:
+        """One message published on the channel (as sent: not parsed, possibly malformed)."""
+
+    def lost(self) -> None:
+        """The subscription dropped: messages are lost until the next :meth:`subscribed`."""
+
+
+class Subscription(Protocol):
+    """A running subscription (see :meth:`BackendMixin.subscribe`)."""
+
+    def stop(self) -> None:
+        """Stop delivering (soon: a thread may deliver for up to about half a second)."""
+
+
 class BackendMixin:
-    """Key naming shared by every backend (sync and async)."""
+    """Key naming shared by every backend (sync and async), and its announcements."""
 
     #: True when ``store`` honours the epoch (the stale-set guard).
     guards_stale_sets = False
@@ -45,6 +75,15 @@ class BackendMixin:
     def __init__(self, config: ConfigBase) -> None:
         self.config = config
         self.prefix = config.prefix
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> Subscription | None:
+        """Deliver the messages announced on ``channel`` (this backend's invalidations, from
+        every process) to ``subscriber``, until the subscription is stopped.
+
+        The memory backend delivers in process; the Redis backends subscribe with Redis pub/sub
+        in a daemon thread. The default returns None: this backend announces nothing, so an
+        in-process cache (L1) on it stays off."""
+        return None
 
     def _cache_key(self, key: str) -> str:
         """The storage key of entry ``key``."""

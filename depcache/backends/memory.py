@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from ..announce import Announcer
 from ..config import ConfigBase
 from .adapters import DelegatingAsyncBackend
-from .base import Blob, CacheBackend
+from .base import Blob, CacheBackend, Subscriber, Subscription
 
 T = TypeVar("T")
 
@@ -228,6 +228,33 @@ class FakeCacheBackend(CacheBackend):
     def ttl(self, key: str) -> int:
         """Seconds left: -1 without expiry, -2 when missing."""
         return self.store_data.ttl(self._cache_key(key))
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> Subscription:
+        """In process: every invalidation of this store is delivered as it is announced, so
+        the subscription is confirmed at once and never drops."""
+        subscription = _InProcess(self.store_data, channel, subscriber)
+        subscriber.subscribed()
+        return subscription
+
+
+class _InProcess:
+    """A subscription to a :class:`MemoryStore`'s channel; stopping it also tells the
+    subscriber it no longer hears anything (an L1 stops serving)."""
+
+    def __init__(self, store: MemoryStore, channel: str, subscriber: Subscriber) -> None:
+        self.store = store
+        self.channel = channel
+        self.subscriber = subscriber
+        store.subscribe(channel, subscriber.message)
+        #: as on the Redis listener thread: confirmed (at once, here), and how often
+        self.subscribed = threading.Event()
+        self.subscribed.set()
+        self.subscriptions = 1
+
+    def stop(self) -> None:
+        """Unsubscribe."""
+        self.store.unsubscribe(self.channel, self.subscriber.message)
+        self.subscriber.lost()
 
 
 class FakeAsyncCacheBackend(DelegatingAsyncBackend):

@@ -22,7 +22,8 @@ import redis
 import redis.asyncio as aioredis
 
 from ..config import RedisConfig
-from .base import AsyncCacheBackend, Blob, CacheBackend
+from . import pubsub
+from .base import AsyncCacheBackend, Blob, CacheBackend, Subscriber, Subscription
 from .loops import PerLoop
 from .protocols import ClusterProtocol, StandaloneProtocol
 from .redis_client import (
@@ -53,10 +54,18 @@ Protocol = StandaloneProtocol | ClusterProtocol
 
 
 class _Watched:
-    """What the sync and async backends share about their deployment's watch."""
+    """What the sync and async backends share about their deployment: its watch, and its
+    invalidation announcements."""
 
     watch: DeploymentWatch | None
     prefix: str
+    config: RedisConfig
+    protocol: Protocol
+
+    def subscribe(self, channel: str, subscriber: Subscriber) -> Subscription | None:
+        """Redis pub/sub, in a daemon thread with a connection of its own (``pubsub.py``)."""
+        cluster = isinstance(self.protocol, ClusterProtocol)
+        return pubsub.subscribe(self.config, channel, subscriber, cluster=cluster)
 
     def _floor(self) -> int | None:
         """The prefix's floor as the watch last read it, or None."""

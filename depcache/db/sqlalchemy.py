@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.util import await_only
 
-from ..context import Frame, current_frame
+from ..call._context import Frame, current_frame
 from .analyser import Template
 from .catalog import Catalog, PostgresCatalog, SqliteCatalog
 from .hooks import CommittedWrites, adeliver, deliver

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..context import Frame, add_dependencies, mark_uncacheable
+from ..call._context import Frame, add_dependencies, mark_uncacheable
 from .analyser import Template, analyse
 from .catalog import Catalog, PostgresCatalog, Runner, TableInfo
 from .hooks import CommittedWrites

@@ -2,7 +2,7 @@
 
 For a manager with prefix ``P`` (``docs/design.md`` has the full table):
 
-* ``P:k:<key>``: an entry (``depcache/entry.py``: kind, epoch, header, payload);
+* ``P:k:<key>``: an entry (``depcache/call/_entry.py``: kind, epoch, header, payload);
 * ``P:d:{<dep>}:i``: the index of a dependency: a sorted set of the entries that depend on it,
   scored by their expiry, plus its *marker*, member ``''`` scored minus the epoch of its last
   invalidation (or of its first use);

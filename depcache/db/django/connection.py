@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.signals import connection_created
 
-from ...context import current_frame
+from ...call._context import current_frame
 from ..catalog import Catalog, PostgresCatalog, Runner, SqliteCatalog
 from ..hooks import CommittedWrites, deliver
 from ..tracking import ConnectionState, Database

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from .entry import Entry
+from ..call._entry import Entry
 
 __all__ = ["LocalCache"]
 

@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from . import _json
-from .errors import SerializationError
-from .serializers.base import BaseSerializer
+from .. import _json
+from ..errors import SerializationError
+from ..serializers.base import BaseSerializer
 
 __all__ = ["CorruptEntry", "Entry", "decode_entry", "encode_entry", "encode_exception"]
 

@@ -1,6 +1,6 @@
 """The two drivers of the cache flow: the only place where sync and async differ.
 
-Each performs the operations yielded by :func:`depcache.flow.cache_flow`, one method per kind
+Each performs the operations yielded by :func:`~depcache.call._flow.cache_flow`, one method per kind
 of operation: the sync driver calls the manager's sync backend and the function and waits on
 threads; the async driver awaits the async backend, the coroutine function, async callbacks
 and other tasks. A failing operation is thrown back into the flow. When the flow ends, however
@@ -15,8 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .flights import FOLLOW_TIMEOUT, Outcome
-from .flow import (
+from ._flights import FOLLOW_TIMEOUT, Outcome
+from ._flow import cache_flow
+from ._hit import from_reply
+from ._ops import (
     COMPUTE,
     Acquire,
     CallRecord,
@@ -29,13 +31,11 @@ from .flow import (
     Notify,
     Operation,
     Store,
-    cache_flow,
-    quick_hit,
 )
 
 if TYPE_CHECKING:
-    from .decorator import CallSpec
-    from .manager import CacheManager
+    from ..manager import CacheManager
+    from ._spec import CallSpec
 
 __all__ = ["run_async", "run_sync"]
 
@@ -163,7 +163,7 @@ def run_sync(spec: CallSpec, manager: CacheManager, key: str, args: Any, kwargs:
         except Exception:
             reply = None  # the flow looks up again and applies the error policy
         else:
-            entry = quick_hit(spec, manager, key, reply)
+            entry = from_reply(spec, manager, reply)
             if entry is not None:
                 if entry.exception is not None:
                     raise entry.exception
@@ -278,7 +278,7 @@ async def run_async(spec: CallSpec, manager: CacheManager, key: str, args: Any, 
         except Exception:
             reply = None  # the flow looks up again and applies the error policy
         else:
-            entry = quick_hit(spec, manager, key, reply)
+            entry = from_reply(spec, manager, reply)
             if entry is not None:
                 if entry.exception is not None:
                     raise entry.exception

@@ -15,8 +15,10 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
+from ..registry import registered_managers
+
 if TYPE_CHECKING:
-    from .manager import CacheManager
+    from ..manager import CacheManager
 
 logger = logging.getLogger("depcache")
 __all__ = [
@@ -145,8 +147,6 @@ def _namespace_of(frame: Frame, name: str) -> str:
         if seen.manager.name == name:
             return seen.manager.prefix
         seen = seen.parent
-    from .registry import registered_managers  # noqa: PLC0415  # the registry imports us
-
     registered = registered_managers().get(name)
     return registered.prefix if registered is not None else name
 
