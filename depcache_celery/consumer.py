@@ -72,6 +72,11 @@ logger = logging.getLogger(__name__)
 # event loop themselves, as a safety net where they can.
 _POLL_INTERVAL = 0.05
 _SAFETY_INTERVAL = 1.0
+# Without a batch window, a buffer started within this long of the previous batch's hand-off
+# (messages streaming in, e.g. a backlog) is held this long to grow: batches of ~100 instead of
+# ~25 when the lanes are fast, at a quarter less CPU per event; an event arriving alone (a gap
+# longer than this since the last batch) is not held.
+_STREAM_WINDOW = 0.002
 
 
 def event_exchange(settings: Settings) -> Exchange:
@@ -119,6 +124,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._hub: Any = None
         self._hub_threadsafe = False
         self._batch_window = 0.0
+        self._last_dispatch = 0.0  # time.monotonic() of the last batch handed to the lanes
         self._timer_entry: Any = None
         self._producer: Producer | None = None
         # The consumer thread's state (the lock only guards against a stop from another thread).
@@ -209,6 +215,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 if not first:
                     return
                 window = self._batch_window
+                if window <= 0 and time.monotonic() - self._last_dispatch < _STREAM_WINDOW:
+                    window = _STREAM_WINDOW
                 if window > 0:
                     self._holding = True
                     self._window += 1
@@ -265,6 +273,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 return False  # it grows until a lane is free
         messages, self._buffer = self._buffer, []
         self._holding = False
+        self._last_dispatch = time.monotonic()
         batch = self.processor.prepare(messages)
         if not batch.messages:
             return False
