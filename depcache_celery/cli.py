@@ -52,9 +52,9 @@ import depcache
 from depcache.config import mask_url
 
 from . import canary
-from .deadletter import dead_letter_queue
-from .emit import EmitError, build_event, emit
+from .producer.emit import EmitError, build_event, emit
 from .settings import DEFAULT_BROKER_URL, Settings
+from .worker.deadletter import dead_letter_queue
 
 __all__ = ["register"]
 

@@ -2,8 +2,8 @@
 
 A :class:`ChangeBatch` collects the dependencies of the changes read since the last flush,
 grouped by table and operation and de-duplicated, and turns them into bus messages
-(:func:`depcache_celery.emit.build_event`): one event ``<prefix>.<schema>.<table>.<op>`` per
-group, split into several when its dependencies would not fit in ``max_message_bytes``. The
+(:func:`depcache_celery.producer.emit.build_event`): one event ``<prefix>.<schema>.<table>.<op>``
+per group, split into several when its dependencies would not fit in ``max_message_bytes``. The
 batch also remembers what the flush must know: the transactions it holds (to wait for their
 visibility) and the end of the last transaction it completed (how far the slot may be
 confirmed once its events are on the bus).
@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..emit import Event, build_event
+from ..producer.emit import Event, build_event
 from .pgoutput import format_lsn
 
 __all__ = ["SOURCE", "ChangeBatch"]

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from kombu import Connection, Producer
 
-from ..consumer import event_exchange, event_queue
-from ..emit import Event
+from ..producer.emit import Event
 from ..settings import Settings
+from ..worker.consumer import event_exchange, event_queue
 
 __all__ = ["BusPublisher", "PublishError"]
 

@@ -9,14 +9,14 @@
 and consumes the queue with manual acknowledgements, at most ``depcache_prefetch_count``
 messages unacknowledged (which bounds the work in flight). Messages form batches, each handled
 as one invalidation of its de-duplicated dependencies on every manager (see
-:mod:`depcache_celery.batch`):
+:mod:`depcache_celery.worker.batch`):
 
 - Messages that arrive together form one batch: everything the event loop delivered before it
   next turns, or within ``depcache_batch_window`` seconds of the first (by default 10 ms on a
   Redis broker, whose transport delivers one message per event-loop turn, and 0 elsewhere: see
   :mod:`depcache_celery.settings`).
 - The invalidation runs off the consumer thread, in one lane (thread) per manager
-  (:class:`~depcache_celery.batch.Lanes`): a manager that hangs (a server that accepts
+  (:class:`~depcache_celery.worker.batch.Lanes`): a manager that hangs (a server that accepts
   connections but never answers) holds up neither consuming, nor the worker's heartbeats, nor
   the other managers. While a batch is being applied, the messages that arrive wait and join
   the next batch, handed to the lanes once one of its managers' lanes is free: batches grow
@@ -39,7 +39,7 @@ as one invalidation of its de-duplicated dependencies on every manager (see
   broker delivers them again (at least once).
 
 Without an event loop (a green pool, or a transport without one), each message is handled at
-once in the consumer thread by :meth:`~depcache_celery.batch.BatchProcessor.process`.
+once in the consumer thread by :meth:`~depcache_celery.worker.batch.BatchProcessor.process`.
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ from kombu.message import Message
 
 import depcache
 
-from . import deadletter, tracing
+from .. import tracing
+from ..settings import Settings
+from . import deadletter
 from .batch import Batch, BatchProcessor, Job, Lanes
-from .events import Router, default_router
-from .settings import Settings
+from .router import Router, default_router
 from .tasks import hand_off
 
 __all__ = ["EventConsumerStep", "event_exchange", "event_queue"]

@@ -1,8 +1,8 @@
 """Sending invalidations from app code: :func:`emit`, :func:`aemit` and :func:`invalidate_later`.
 
 ``emit("user.updated", {"id": 123})`` publishes the domain event as a bus message (see
-:mod:`depcache_celery.messages`) to the durable topic exchange (``depcache_exchange``) with the
-event name as routing key, persistent, on the broker of a Celery app (``app=``, default Celery's
+:mod:`depcache_celery.worker.messages`) to the durable topic exchange (``depcache_exchange``) with
+the event name as routing key, persistent, on the broker of a Celery app (``app=``, default Celery's
 current app) or of ``broker_url=``. On RabbitMQ the broker confirms each message before
 :func:`emit` returns (publisher confirms); a lost connection is retried (``retry_policy``). When
 the broker cannot be reached in the end, :class:`EmitError` names it (without its password).
@@ -11,7 +11,7 @@ the broker cannot be reached in the end, :class:`EmitError` names it (without it
 dependencies as given, on every manager of the worker (or those named).
 
 All three check their input first (a clear ``TypeError``/``ValueError``), and inside a
-transaction wait for the commit (see :mod:`depcache_celery.deferral`).
+transaction wait for the commit (see :mod:`depcache_celery.producer.deferral`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from kombu.pools import producers
 
 import depcache
 
-from . import tracing
-from .batch import PUBLISHED_AT_HEADER
+from .. import tracing
+from ..settings import Settings
+from ..worker.batch import PUBLISHED_AT_HEADER
+from ..worker.tasks import INVALIDATE_TASK
 from .deferral import defer_or_send, try_defer
-from .settings import Settings
-from .tasks import INVALIDATE_TASK
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -267,7 +267,7 @@ def emit(
     ``id`` defaults to a new UUID; ``dependencies`` are invalidated as well as what the
     worker's handlers map the event to. Sent on ``broker_url`` if given, else on the broker of
     ``app`` (default: Celery's current app); the exchange is that app's ``depcache_exchange``.
-    Inside a transaction, sent after it commits (see :mod:`depcache_celery.deferral`).
+    Inside a transaction, sent after it commits (see :mod:`depcache_celery.producer.deferral`).
 
     Raises:
         TypeError, ValueError: bad input (see :func:`build_event`).

@@ -30,8 +30,8 @@ from celery import Celery
 
 from depcache.db import CommittedWrites, on_committed_writes, remove_committed_writes_hook
 
+from ..settings import Settings
 from .emit import DEFAULT_RETRY_POLICY, _publish, build_event
-from .settings import Settings
 
 __all__ = ["DATABASE_EVENT", "publish_database_writes", "stop_publishing_database_writes"]
 
