@@ -9,6 +9,7 @@
   the commit inside a transaction (:func:`deferred`, Django, :mod:`depcache_celery.sqlalchemy`).
 - :func:`publish_database_writes` publishes what instrumented databases (``depcache.db``)
   commit, so other processes' managers hear of it.
+- :func:`depcache_celery.testing.capture_emits` records what the app emits, for its tests.
 - Other services publish JSON events to a durable topic exchange (see
   :mod:`depcache_celery.worker.messages`); malformed ones go to a dead-letter queue.
 

@@ -38,6 +38,7 @@ from .. import tracing
 from ..settings import Settings
 from ..worker.batch import PUBLISHED_AT_HEADER
 from ..worker.tasks import INVALIDATE_TASK
+from . import capture
 from .deferral import defer_or_send, try_defer
 
 __all__ = [
@@ -184,6 +185,8 @@ def _publish(
     broker_url: str | None,
     retry_policy: Mapping[str, Any],
 ) -> None:
+    if capture.capturing() and capture.record(capture.EmittedEvent.from_body(message.body)):
+        return  # an app's test captures what it emits (depcache_celery.testing)
     conn, settings = _connection(app, broker_url)
     exchange = _exchange(settings)
     with tracing.span(
@@ -320,6 +323,10 @@ def invalidate_later(
     celery_app = _resolve_app(app)
 
     def send() -> None:
+        if capture.capturing() and capture.record(
+            capture.EmittedInvalidation(list(deps), names, task_id)
+        ):
+            return  # an app's test captures what it emits (depcache_celery.testing)
         headers: dict[str, Any] = {}
         tracing.inject(headers)  # the worker's task span continues this trace
         celery_app.send_task(
