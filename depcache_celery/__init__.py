@@ -18,6 +18,7 @@ Uses only depcache's public API.
 
 from __future__ import annotations
 
+from .bus import EVENT_TASK, INVALIDATE_TASK, event_exchange, event_queue
 from .producer.database import (
     DATABASE_EVENT,
     publish_database_writes,
@@ -29,12 +30,11 @@ from .producer.forward import forward_invalidations
 from .producer.invalidates import invalidates
 from .settings import Settings
 from .worker.batch import BatchOutcome, BatchProcessor
-from .worker.consumer import EventConsumerStep, event_exchange, event_queue
+from .worker.consumer import EventConsumerStep
 from .worker.counters import stats
 from .worker.fanout import FanoutReport, apply
 from .worker.messages import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, BusMessage, parse_message
 from .worker.router import EventError, Router, TemplateHandler, default_router, on_event
-from .worker.tasks import EVENT_TASK, INVALIDATE_TASK
 from .worker.wiring import Installation, install
 
 __all__ = [

@@ -35,9 +35,8 @@ from kombu.pools import producers
 import depcache
 
 from .. import tracing
+from ..bus import INVALIDATE_TASK, PUBLISHED_AT_HEADER, event_exchange, publish_properties
 from ..settings import Settings
-from ..worker.batch import PUBLISHED_AT_HEADER
-from ..worker.tasks import INVALIDATE_TASK
 from . import capture
 from .deferral import defer_or_send, try_defer
 
@@ -49,6 +48,7 @@ __all__ = [
     "build_event",
     "emit",
     "invalidate_later",
+    "split_dependencies",
 ]
 
 DEFAULT_RETRY_POLICY: dict[str, Any] = {
@@ -142,6 +142,22 @@ def build_event(
     return Event(id, event, body)
 
 
+def split_dependencies(dependencies: Sequence[str], budget: int) -> list[list[str]]:
+    """``dependencies`` in consecutive parts whose JSON stays under ``budget`` bytes (a
+    dependency longer than that alone makes a part of its own), for events of several messages.
+    """
+    parts: list[list[str]] = [[]]
+    size = 0
+    for dep in dependencies:
+        cost = len(json.dumps(dep, ensure_ascii=False).encode("utf-8")) + 1
+        if parts[-1] and size + cost > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(dep)
+        size += cost
+    return parts
+
+
 # -- connections ----------------------------------------------------------------------------------
 # templates for kombu's producer pools: one per app (dropped with it), one per broker URL
 _app_connections: weakref.WeakKeyDictionary[Celery, Connection] = weakref.WeakKeyDictionary()
@@ -175,10 +191,6 @@ def _connection(app: Celery | None, broker_url: str | None) -> tuple[Connection,
         return conn, Settings.from_conf(celery_app.conf)
 
 
-def _exchange(settings: Settings) -> Exchange:
-    return Exchange(settings.exchange, type="topic", durable=True, auto_delete=False)
-
-
 def _publish(
     message: Event,
     app: Celery | None,
@@ -188,7 +200,7 @@ def _publish(
     if capture.capturing() and capture.record(capture.EmittedEvent.from_body(message.body)):
         return  # an app's test captures what it emits (depcache_celery.testing)
     conn, settings = _connection(app, broker_url)
-    exchange = _exchange(settings)
+    exchange = event_exchange(settings)
     with tracing.span(
         f"publish {settings.exchange}",
         "PRODUCER",
@@ -221,11 +233,7 @@ def _send(
             producer.publish(
                 message.body,
                 exchange=exchange,
-                routing_key=message.event,
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=message.id,
+                **publish_properties(message.event, message.id),
                 timestamp=int(now),
                 headers={PUBLISHED_AT_HEADER: now, **headers},
                 declare=[exchange],  # a topic exchange, also on the Redis transport

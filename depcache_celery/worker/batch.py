@@ -35,6 +35,7 @@ from typing import Any
 from kombu.message import Message
 
 from .. import tracing
+from ..bus import PUBLISHED_AT_HEADER
 from . import deadletter, metrics
 from .counters import Stats, stats
 from .fanout import FanoutReport, apply, unique
@@ -64,11 +65,6 @@ class BatchOutcome:
     dependencies: list[str] = field(default_factory=list)
     report: FanoutReport | None = None
     handed_off: list[str] = field(default_factory=list)
-
-
-PUBLISHED_AT_HEADER = "x-depcache-published-at"
-"""The header ``emit`` stamps with the Unix time of publication (seconds, a float): what the
-worker measures publish-to-invalidated from (else the AMQP ``timestamp``, in whole seconds)."""
 
 
 def published_at(message: Message) -> float | None:

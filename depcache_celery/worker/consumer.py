@@ -56,12 +56,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
-from kombu import Consumer, Exchange, Producer, Queue, binding
+from kombu import Consumer, Producer
 from kombu.message import Message
 
 import depcache
 
 from .. import tracing
+from ..bus import event_queue
 from ..settings import Settings
 from . import deadletter
 from .batch import Batch, BatchProcessor, Job, Lanes
@@ -69,7 +70,7 @@ from .ledger import Ledger
 from .router import Router, default_router
 from .tasks import hand_off
 
-__all__ = ["EventConsumerStep", "ack_batch", "event_exchange", "event_queue"]
+__all__ = ["EventConsumerStep", "ack_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,24 +78,6 @@ logger = logging.getLogger(__name__)
 # event loop themselves, as a safety net where they can.
 _POLL_INTERVAL = 0.05
 _SAFETY_INTERVAL = 1.0
-
-
-def event_exchange(settings: Settings) -> Exchange:
-    """The durable topic exchange producers publish events to."""
-    return Exchange(settings.exchange, type="topic", durable=True, auto_delete=False)
-
-
-def event_queue(settings: Settings) -> Queue:
-    """The worker's durable queue, bound to :func:`event_exchange` with every binding key, with
-    the expiry and length policy of the settings (none by default)."""
-    exchange = event_exchange(settings)
-    return Queue(
-        settings.queue,
-        bindings=[binding(exchange, routing_key=key) for key in settings.binding_keys],
-        durable=True,
-        auto_delete=False,
-        queue_arguments=settings.queue_arguments() or None,
-    )
 
 
 def ack_batch(ledger: Ledger[Message], messages: Sequence[Message]) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 from celery import Celery, Task
 
 from .. import tracing
+from ..bus import EVENT_TASK, INVALIDATE_TASK
 from ..settings import Settings
 from . import deadletter, metrics
 from .counters import save_for_parent, stats
@@ -53,9 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-INVALIDATE_TASK = "depcache.invalidate"
-EVENT_TASK = "depcache.event"
 
 
 class DeadLettered(Exception):
