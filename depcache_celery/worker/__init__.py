@@ -7,7 +7,8 @@ Importing this package or its modules builds no app.
 How a message travels through the modules:
 
 - ``wiring.py``      :func:`depcache_celery.install`: the tasks, the consumer step, monitoring;
-- ``consumer.py``    the Celery consumer step on the topic exchange (kombu), batching and acks;
+- ``consumer.py``    the Celery consumer step on the topic exchange (kombu), batching and acks,
+  with its bookkeeping in ``ledger.py`` (no kombu: when a batch is due, what one ack settles);
 - ``messages.py``    the bus message format and its validation (``debezium.py``: Debezium
   envelopes);
 - ``batch.py``       one batch: parse, route, invalidate, ack or dead-letter;
