@@ -3,8 +3,8 @@
 and commit-to-invalidated latency at a steady rate (issue 14); plus the two ways of reading a
 logical slot side by side (why ``depcache cdc`` streams).
 
-    python bench/bench_cdc.py [--broker URL] [--redis-url URL] [--dsn URI] [--quick]
-                              [--json out.json]
+    python -m bench.bench_cdc [--broker URL] [--redis-url URL] [--dsn URI] [--quick]
+                              [--json out.json] [--markdown [PATH]]
 
 Without ``--dsn`` a PostgreSQL with ``wal_level=logical`` is started for the run (initdb in a
 temp dir, tests/pg_server.py). Everything is real: a ``depcache cdc`` process streams the
@@ -33,12 +33,8 @@ counts; its figures are not meant to be graded.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,20 +46,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import psycopg
+import redis
+from kombu import Connection
 
-import psycopg  # noqa: E402
-import redis  # noqa: E402
-from _output import Document, Table  # noqa: E402
-from kombu import Connection  # noqa: E402
+from depcache.announce import channel_for, parse_message
+from depcache.db import column_dependency
+from depcache_celery.cdc.pgoutput import Commit, Insert, decode
+from depcache_celery.cdc.replication import Keepalive, ReplicationStream
 
-from depcache.announce import channel_for, parse_message  # noqa: E402
-from depcache.db import column_dependency  # noqa: E402
-from depcache_celery.cdc.pgoutput import Commit, Insert, decode  # noqa: E402
-from depcache_celery.cdc.replication import Keepalive, ReplicationStream  # noqa: E402
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_cdc") from None
+
+from bench._harness import Document, Table
 
 TABLE = "bench_rows"
 TARGET_RATE = 5000.0
@@ -85,11 +84,6 @@ def row_dep(i: int) -> str:
     dep = column_dependency(TABLE, "id", i)
     assert dep is not None
     return dep
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 @dataclass
@@ -123,7 +117,7 @@ class Run:
             DEPCACHE_SETUP="cdcbench_setup",
             CDCBENCH_PREFIXES=",".join(self.prefixes),
             CDCBENCH_REDIS_URL=self.redis_url,
-            PYTHONPATH=os.pathsep.join([str(self.workdir), str(ROOT)]),
+            PYTHONPATH=os.pathsep.join([str(self.workdir), str(h.ROOT)]),
         )
         return env
 
@@ -181,7 +175,7 @@ class Announcements:
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, env=env, cwd=h.ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -317,13 +311,13 @@ def pipeline(run: Run, rows: int, latency_seconds: float) -> dict[str, Any]:
     return result
 
 
-def summary(latencies_ms: list[float], rate: float) -> dict[str, float]:
+def summary(latencies_ms: list[float], rate: float) -> dict[str, float | None]:
     return {
         "changes": len(latencies_ms),
         "rate_per_sec": rate,
-        "p50_ms": statistics.median(latencies_ms),
-        "p90_ms": percentile(latencies_ms, 0.90),
-        "p99_ms": percentile(latencies_ms, 0.99),
+        "p50_ms": h.median(latencies_ms),
+        "p90_ms": h.percentile(latencies_ms, 0.90),
+        "p99_ms": h.percentile(latencies_ms, 0.99),
         "max_ms": max(latencies_ms),
     }
 
@@ -503,22 +497,16 @@ def report(result: dict[str, Any], quick: bool) -> Document:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = h.parser(__doc__)
+    h.redis_url_option(parser)
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    )
     parser.add_argument("--dsn", help="a PostgreSQL with wal_level=logical (default: start one)")
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     rows = 1000 if args.quick else 50_000
     seconds = 1.0 if args.quick else 5.0
     uid = uuid.uuid4().hex[:8]
     result: dict[str, Any] = {
-        "quick": args.quick,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "meta": h.environment(quick=args.quick, broker=args.broker, redis_url=args.redis_url)
     }
     with tempfile.TemporaryDirectory(prefix="cdcbench-") as tmp, database(args.dsn) as dsn:
         run = Run(args.broker, args.redis_url, dsn, uid, Path(tmp))
@@ -546,11 +534,15 @@ def main(argv: list[str] | None = None) -> int:
                     client.delete(*keys)
             client.close()
         result["problems"] = run.problems
-    print(report(result, args.quick).text())
+    h.publish(
+        report(result, args.quick),
+        args,
+        result,
+        script="bench_cdc.py",
+        default_markdown=h.RESULTS / "cdc.md",
+    )
     for problem in result["problems"]:
         print(f"PROBLEM: {problem}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
     return 3 if result["problems"] else 0
 
 

@@ -2,7 +2,7 @@
 """Database tracking benchmark: what instrumenting an engine costs per statement, and how
 precise its invalidations are.
 
-    python bench/bench_db.py [--pg-url URL] [--quick] [--json out.json] [--markdown [PATH]]
+    python -m bench.bench_db [--pg-url URL] [--quick] [--json out.json] [--markdown [PATH]]
 
 1. Per-statement cost: a primary-key ``SELECT`` through SQLAlchemy Core on one open connection
    (psycopg, PostgreSQL over loopback), through a plain engine and through an instrumented one
@@ -23,10 +23,7 @@ is reported, not an error.
 
 from __future__ import annotations
 
-import argparse
-import json as stdjson
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,25 +31,27 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import psycopg
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-import psycopg  # noqa: E402
-from _output import Document, Table  # noqa: E402
-from sqlalchemy import String, create_engine, select  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
+import depcache
+import depcache.db.plans
+import depcache.db.sqlalchemy as dsa
+from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager
+from depcache.context import Frame
 
-import depcache  # noqa: E402
-import depcache.db.plans  # noqa: E402
-import depcache.db.sqlalchemy as dsa  # noqa: E402
-from depcache import ConfigBase, cache_with_deps, get_or_create_cache_manager  # noqa: E402
-from depcache.context import Frame  # noqa: E402
+try:
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_db") from None
+
+from bench._harness import Document, Table
 
 DEFAULT_PG = os.environ.get(
     "DEPCACHE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -292,29 +291,16 @@ def report(data: dict[str, Any]) -> Document:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = h.parser(__doc__)
     parser.add_argument(
         "--pg-url",
         default=DEFAULT_PG,
         help="libpq URL of a database to create the benchmark's database from",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (< 30 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument(
-        "--markdown",
-        nargs="?",
-        const=str(ROOT / "bench" / "results" / "db.md"),
-        metavar="PATH",
-        help="also write markdown",
-    )
     args = parser.parse_args(argv)
     problems: list[str] = []
     data: dict[str, Any] = {
-        "meta": {
-            "quick": args.quick,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "meta": h.environment(quick=args.quick, pg_url=args.pg_url),
         "problems": problems,
     }
     url, drop = _database(args.pg_url)
@@ -339,14 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(traceback.format_exc())
     finally:
         drop()
-    if "precision" in data:
-        doc = report(data)
-        print(doc.text())
-        if args.markdown:
-            command = "python bench/bench_db.py" + (" --quick" if args.quick else "")
-            doc.write_markdown(Path(args.markdown), "Database tracking", command)
-    if args.json:
-        Path(args.json).write_text(stdjson.dumps(data, indent=2, default=str))
+    doc = report(data) if "precision" in data else Document()
+    h.publish(doc, args, data, script="bench_db.py", default_markdown=h.RESULTS / "db.md")
     for problem in problems:
         print("PROBLEM:", problem, file=sys.stderr)
     return 3 if problems else 0

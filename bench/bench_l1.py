@@ -2,7 +2,7 @@
 """L1 benchmark: depcache's in-process cache against a Redis hit and in-process caches, and
 how fast an invalidation reaches another process's L1.
 
-    python bench/bench_l1.py [--redis-url URL] [--quick] [--json out.json] [--markdown [PATH]]
+    python -m bench.bench_l1 [--redis-url URL] [--quick] [--json out.json] [--markdown [PATH]]
 
 1. Per-call time of a cache hit, in one run, served by:
    * depcache from its L1 (``RedisConfig(l1_size=10000)``; measured once the L1's
@@ -27,16 +27,10 @@ printed and in the JSON). Missing the 50x target is reported, not an error.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
-import importlib.metadata
-import json as stdjson
-import math
 import multiprocessing
 import os
-import platform
-import statistics
 import sys
 import threading
 import time
@@ -45,31 +39,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # run from a checkout without installing depcache
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+import cachetools
+import redis
 
-import cachetools  # noqa: E402
-import redis  # noqa: E402
-from _output import Document, Table  # noqa: E402
-
-import depcache  # noqa: E402
-from depcache import RedisConfig, add_dependency, cache_with_deps, current_cache_key  # noqa: E402
+import depcache
+from depcache import RedisConfig, add_dependency, cache_with_deps, current_cache_key
 
 try:
-    import orjson
+    from bench import _harness as h
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_l1") from None
 
-    JSON_LIB = f"orjson {orjson.__version__}"
-    jdumps: Callable[[Any], bytes | str] = orjson.dumps
-    jloads: Callable[[Any], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is in the bench extra
-    JSON_LIB = "json (stdlib; install orjson for the fast path)"
-    jdumps = stdjson.dumps
-    jloads = stdjson.loads
+from bench._harness import Document, Problem, Table, jdumps, jloads
 
 L1_HIT = "depcache L1 hit"
 L1_VALIDATED = "depcache L1 hit, l1_validate"
@@ -118,10 +103,6 @@ class Settings:
         return cls(15, 0.3, 0.2, 2_000, 200)
 
 
-class Problem(Exception):
-    """A contender misbehaved: the measurement would be meaningless."""
-
-
 # --------------------------------------------------------------------------------------------
 # Hits
 # --------------------------------------------------------------------------------------------
@@ -137,14 +118,11 @@ class HitRow:
 
     @property
     def median(self) -> float | None:
-        return statistics.median(self.seconds) if self.seconds else None
+        return h.median(self.seconds)
 
     @property
     def spread(self) -> float | None:
-        med = self.median
-        if not med or len(self.seconds) < 2:
-            return None
-        return (max(self.seconds) - min(self.seconds)) / 2 / med
+        return h.spread(self.seconds)
 
 
 def timed(func: Callable[[int], Any], n: int) -> float:
@@ -418,10 +396,7 @@ class Propagation:
 
     def pct(self, q: float) -> float | None:
         """Nearest-rank percentile, in seconds."""
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        return h.percentile(self.latencies, q)
 
 
 def run_propagation(url: str, prefix: str, reader: str, reps: int) -> Propagation:
@@ -484,10 +459,6 @@ def run_propagation(url: str, prefix: str, reader: str, reps: int) -> Propagatio
 # --------------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
-    return "-" if value is None else format(value * scale, spec)
-
-
 def build_document(
     hits: HitBench, props: list[Propagation], meta: dict[str, Any], problems: list[str]
 ) -> Document:
@@ -513,24 +484,24 @@ def build_document(
             [
                 name + (" (ERROR)" if row.error else ""),
                 f"{1 / med:,.0f}" if med else "-",
-                _num(med, ",.3f", 1e6),
-                _num(row.spread, ".0f", 100),
-                _num(hits.ratio(name), ".3g"),
-                _num(row.backend_lookups_per_call, "g"),
+                h.num(med, ",.3f", 1e6),
+                h.num(row.spread, ".0f", 100),
+                h.num(hits.ratio(name), ".3g"),
+                h.num(row.backend_lookups_per_call, "g"),
             ]
         )
     doc.table(table)
     redis_over_l1 = hits.ratio(REDIS_HIT)
     verdict = "" if redis_over_l1 is None else ("ok" if redis_over_l1 >= TARGET else "MISSED")
     doc.para(
-        f"Redis hit / L1 hit = {_num(redis_over_l1, '.1f')}x (issue 4's target: >= "
+        f"Redis hit / L1 hit = {h.num(redis_over_l1, '.1f')}x (issue 4's target: >= "
         f"{TARGET:g}x: {verdict}); redis-py GET + decode / L1 hit = "
-        f"{_num(hits.ratio(RAW_GET), '.1f')}x.",
+        f"{h.num(hits.ratio(RAW_GET), '.1f')}x.",
         f"An L1 hit with l1_validate asks Redis whether the entry is still valid (one round "
-        f"trip, no value): {_num(hits.ratio(L1_VALIDATED, REDIS_HIT), '.2f')}x a Redis hit, "
-        f"{_num(hits.ratio(L1_VALIDATED, RAW_GET), '.2f')}x redis-py GET + decode.",
-        f"L1 hit / cachetools = {_num(hits.ratio(L1_HIT, CACHETOOLS), '.1f')}x; "
-        f"L1 hit / lru_cache = {_num(hits.ratio(L1_HIT, LRU_CACHE), '.1f')}x "
+        f"trip, no value): {h.num(hits.ratio(L1_VALIDATED, REDIS_HIT), '.2f')}x a Redis hit, "
+        f"{h.num(hits.ratio(L1_VALIDATED, RAW_GET), '.2f')}x redis-py GET + decode.",
+        f"L1 hit / cachetools = {h.num(hits.ratio(L1_HIT, CACHETOOLS), '.1f')}x; "
+        f"L1 hit / lru_cache = {h.num(hits.ratio(L1_HIT, LRU_CACHE), '.1f')}x "
         "(what depcache's decorator, key encoding and call flow cost over a plain in-process "
         "cache).",
     )
@@ -559,17 +530,17 @@ def build_document(
         right={1, 2, 3, 4, 5, 6, 7, 8},
     )
     for p in props:
-        call_p50 = statistics.median(p.call_seconds) if p.call_seconds else None
+        call_p50 = h.median(p.call_seconds)
         ptable.add(
             [
                 p.reader + (" (ERROR)" if p.error else ""),
                 str(len(p.latencies)),
-                _num(p.pct(0.5), ".3f", 1e3),
-                _num(p.pct(0.9), ".3f", 1e3),
-                _num(p.pct(0.99), ".3f", 1e3),
-                _num(max(p.latencies) if p.latencies else None, ".3f", 1e3),
-                _num(min(p.latencies) if p.latencies else None, ".3f", 1e3),
-                _num(call_p50, ".3f", 1e3),
+                h.num(p.pct(0.5), ".3f", 1e3),
+                h.num(p.pct(0.9), ".3f", 1e3),
+                h.num(p.pct(0.99), ".3f", 1e3),
+                h.num(max(p.latencies) if p.latencies else None, ".3f", 1e3),
+                h.num(min(p.latencies) if p.latencies else None, ".3f", 1e3),
+                h.num(call_p50, ".3f", 1e3),
                 str(p.timeouts),
             ]
         )
@@ -618,12 +589,12 @@ def to_json(
                 "reader": p.reader,
                 "description": READERS[p.reader],
                 "samples": len(p.latencies),
-                "p50_ms": _ms(p.pct(0.5)),
-                "p90_ms": _ms(p.pct(0.9)),
-                "p99_ms": _ms(p.pct(0.99)),
-                "max_ms": _ms(max(p.latencies) if p.latencies else None),
-                "min_ms": _ms(min(p.latencies) if p.latencies else None),
-                "call_p50_ms": _ms(statistics.median(p.call_seconds) if p.call_seconds else None),
+                "p50_ms": h.ms(p.pct(0.5)),
+                "p90_ms": h.ms(p.pct(0.9)),
+                "p99_ms": h.ms(p.pct(0.99)),
+                "max_ms": h.ms(max(p.latencies) if p.latencies else None),
+                "min_ms": h.ms(min(p.latencies) if p.latencies else None),
+                "call_p50_ms": h.ms(h.median(p.call_seconds)),
                 "timeouts": p.timeouts,
                 "latencies_ms": [round(x * 1e3, 4) for x in p.latencies],
                 "error": p.error,
@@ -632,17 +603,6 @@ def to_json(
         ],
         "problems": problems,
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1e3, 4)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def cleanup(url: str, prefix: str) -> int:
@@ -659,25 +619,9 @@ def cleanup(url: str, prefix: str) -> int:
     return removed
 
 
-DEFAULT_MARKDOWN = ROOT / "bench" / "results" / "l1.md"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        help="Redis to run against (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats (< 20 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument(
-        "--markdown",
-        nargs="?",
-        const=str(DEFAULT_MARKDOWN),
-        metavar="PATH",
-        help="also write the tables as markdown (default path bench/results/l1.md)",
-    )
+    parser = h.parser(__doc__)
+    h.redis_url_option(parser)
     args = parser.parse_args(argv)
     settings = Settings.for_mode(args.quick)
     url: str = args.redis_url
@@ -716,39 +660,31 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         removed = cleanup(url, prefix)
     problems = hits.problems + problems
-    meta: dict[str, Any] = {
-        "redis_url": url if "@" not in url else "(redacted)",
-        "redis_server": server.get("redis_version"),
-        "redis_py": redis.__version__,
-        "hiredis": _version("hiredis"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "json": JSON_LIB,
-        "cachetools": _version("cachetools"),
-        "depcache": _version("depcache"),
-        "switch_interval_s": sys.getswitchinterval(),
-        "quick": args.quick,
-        "settings": settings.__dict__,
-        "l1_size": L1_SIZE,
-        "l1_max_age": L1_MAX_AGE,
-        "run_prefix": prefix,
-        "cleaned_keys": removed,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "elapsed_seconds": round(time.perf_counter() - t0, 1),
-    }
+    meta = h.environment(quick=args.quick, redis_url=url)
+    meta.update(
+        {
+            "redis_server": server.get("redis_version"),
+            "redis_py": redis.__version__,
+            "hiredis": h.version("hiredis"),
+            "cachetools": h.version("cachetools"),
+            "switch_interval_s": sys.getswitchinterval(),
+            "settings": settings.__dict__,
+            "l1_size": L1_SIZE,
+            "l1_max_age": L1_MAX_AGE,
+            "run_prefix": prefix,
+            "cleaned_keys": removed,
+            "elapsed_seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
     doc = build_document(hits, props, meta, problems)
-    print()
-    print(doc.text())
+    h.publish(
+        doc,
+        args,
+        to_json(hits, props, meta, problems),
+        script="bench_l1.py",
+        default_markdown=h.RESULTS / "l1.md",
+    )
     print(f"{meta['elapsed_seconds']} s; removed {removed} keys under {prefix}-*")
-    if args.json:
-        data = to_json(hits, props, meta, problems)
-        Path(args.json).write_text(stdjson.dumps(data, indent=2) + "\n")
-    if args.markdown:
-        command = "python bench/bench_l1.py" + (" --quick" if args.quick else "")
-        title = f"bench_l1.py ({'quick' if args.quick else 'full'} run, {meta['started']})"
-        doc.write_markdown(Path(args.markdown), title, command)
-        print(f"markdown written to {args.markdown}")
     return 3 if problems else 0
 
 

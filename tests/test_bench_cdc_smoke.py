@@ -1,6 +1,6 @@
-"""Smoke test of the CDC benchmark: ``bench/bench_cdc.py --quick`` runs against a PostgreSQL it
-starts, the real RabbitMQ and Redis, and every row it committed was invalidated on both managers
-(the benchmark checks each one). It asserts no timings."""
+"""Smoke test of the CDC benchmark: ``python -m bench.bench_cdc --quick`` runs against a
+PostgreSQL it starts, the real RabbitMQ and Redis, and every row it committed was invalidated on
+both managers (the benchmark checks each one). It asserts no timings."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_quick_cdc_benchmark_invalidates_every_row(
     out = tmp_path / "cdc.json"
     proc = subprocess.run(
         [
-            *(sys.executable, str(ROOT / "bench" / "bench_cdc.py"), "--quick"),
+            *(sys.executable, "-m", "bench.bench_cdc", "--quick"),
             *("--broker", rabbitmq_url, "--redis-url", redis_url, "--json", str(out)),
         ],
         cwd=ROOT,

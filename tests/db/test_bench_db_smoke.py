@@ -1,4 +1,4 @@
-"""Smoke test of the database benchmark: `bench/bench_db.py --quick` runs on the test
+"""Smoke test of the database benchmark: `python -m bench.bench_db --quick` runs on the test
 PostgreSQL and reports both parts. It asserts no timings: only that the benchmark works and that
 no cached entry was stale in its mixed workload."""
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_db_benchmark_reports_both_parts(tmp_path: Path, pg_dsn: str) -> None:
     out = tmp_path / "db.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_db.py"), "--quick", "--pg-url", ADMIN_URL,
+        [sys.executable, "-m", "bench.bench_db", "--quick", "--pg-url", ADMIN_URL,
          "--json", str(out), "--markdown", str(tmp_path / "db.md")],
         cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
