@@ -14,7 +14,8 @@ A message is one JSON object, UTF-8 encoded::
 Other fields are ignored (so producers can add some). Anything else is a :class:`BadMessage`,
 ``NaN``, ``Infinity`` and numbers beyond a float's range (``1e999``) anywhere in the body
 included: they are not JSON, and :func:`~depcache_celery.emit` refuses to send them.
-A Debezium change event (or tombstone) is accepted as well: see :mod:`depcache_celery.debezium`.
+A Debezium change event (or tombstone) is accepted as well: see
+:mod:`depcache_celery.worker.debezium`.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def parse_message(
         raise BadMessage("not JSON this worker can read: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer longer than sys.get_int_max_str_digits()
         raise BadMessage(f"not JSON this worker can read: {exc}") from None
-    if debezium.is_envelope(obj):  # a Debezium change event (see depcache_celery.debezium)
+    if debezium.is_envelope(obj):  # a Debezium change event (see depcache_celery.worker.debezium)
         return _from_debezium(obj)
     if not isinstance(obj, dict):
         raise BadMessage(f"not a JSON object but {_type_name(obj)}")
