@@ -50,7 +50,7 @@ import psycopg
 import redis
 from kombu import Connection
 
-from depcache.announce import channel_for, parse_message
+from depcache.announce import channel_for, parse_announcement
 from depcache.db import column_dependency
 from depcache_celery.cdc.pgoutput import Commit, Insert, decode
 from depcache_celery.cdc.replication import Keepalive, ReplicationStream
@@ -144,7 +144,7 @@ class Announcements:
             if message is None:
                 continue
             now = time.time()
-            parsed = parse_message(message["data"])
+            parsed = parse_announcement(message["data"])
             with self.lock:
                 for dep in parsed.dependencies:
                     if not dep.startswith(row_dep(0)[: self.prefix_len]):

@@ -316,7 +316,7 @@ import time
 
 import depcache
 import depcache_celery
-from depcache_celery.counters import stats
+from depcache_celery import stats
 
 for _prefix, _url in json.loads(os.environ["DCBENCH_DEPLOYMENTS"]):
     depcache.get_or_create_cache_manager(

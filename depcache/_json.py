@@ -34,7 +34,7 @@ loads: Callable[[bytes], Any] = _orjson.loads if HAS_ORJSON else json.loads
 
 
 def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _finite(text: str) -> float:

@@ -27,7 +27,13 @@ from typing import Any
 
 from ._json import strict_loads
 
-__all__ = ["Announcer", "InvalidationMessage", "channel_for", "parse_message", "process_origin"]
+__all__ = [
+    "Announcer",
+    "InvalidationMessage",
+    "channel_for",
+    "parse_announcement",
+    "process_origin",
+]
 
 _origin: tuple[int, str] | None = None
 
@@ -94,7 +100,7 @@ def _string(raw: dict[str, Any], name: str) -> str:
     return value
 
 
-def parse_message(data: bytes | str) -> InvalidationMessage:
+def parse_announcement(data: bytes | str) -> InvalidationMessage:
     """Parse an announcement; raise ValueError naming what is wrong (and nothing else, for any
     input: it comes from whoever can PUBLISH).
 

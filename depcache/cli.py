@@ -37,7 +37,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from ._json import strict_loads
-from .announce import channel_for, parse_message
+from .announce import channel_for, parse_announcement
 from .backends.cluster_client import create_cluster_client
 from .backends.redis_client import backend_errors, create_sync_client
 from .config import RedisConfig
@@ -77,7 +77,7 @@ def _describe(message: bytes, as_json: bool) -> str:
     if as_json:
         return _as_json(message)
     try:
-        parsed = parse_message(message)
+        parsed = parse_announcement(message)
     except ValueError as exc:
         return f"(unreadable message: {printable(str(exc))}) {message[:200]!r}"
     try:

@@ -9,28 +9,33 @@
   the commit inside a transaction (:func:`deferred`, Django, :mod:`depcache_celery.sqlalchemy`).
 - :func:`publish_database_writes` publishes what instrumented databases (``depcache.db``)
   commit, so other processes' managers hear of it.
+- :func:`depcache_celery.testing.capture_emits` records what the app emits, for its tests.
 - Other services publish JSON events to a durable topic exchange (see
-  :mod:`depcache_celery.messages`); malformed ones go to a dead-letter queue.
+  :mod:`depcache_celery.worker.messages`); malformed ones go to a dead-letter queue.
 
 Uses only depcache's public API.
 """
 
 from __future__ import annotations
 
-from .app import Installation, install
-from .batch import BatchOutcome, BatchProcessor
-from .consumer import EventConsumerStep, event_exchange, event_queue
-from .counters import stats
-from .database import DATABASE_EVENT, publish_database_writes, stop_publishing_database_writes
-from .deferral import deferred, register_commit_hook, unregister_commit_hook
-from .emit import EmitError, aemit, build_event, emit, invalidate_later
-from .events import EventError, Router, TemplateHandler, default_router, on_event
-from .fanout import FanoutReport, apply
-from .forward import forward_invalidations
-from .invalidates import invalidates
-from .messages import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, BusMessage, parse_message
+from .bus import EVENT_TASK, INVALIDATE_TASK, event_exchange, event_queue
+from .producer.database import (
+    DATABASE_EVENT,
+    publish_database_writes,
+    stop_publishing_database_writes,
+)
+from .producer.deferral import deferred, register_commit_hook, unregister_commit_hook
+from .producer.emit import EmitError, aemit, build_event, emit, invalidate_later
+from .producer.forward import forward_invalidations
+from .producer.invalidates import invalidates
 from .settings import Settings
-from .tasks import EVENT_TASK, INVALIDATE_TASK
+from .worker.batch import BatchOutcome, BatchProcessor
+from .worker.consumer import EventConsumerStep
+from .worker.counters import stats
+from .worker.fanout import FanoutReport, apply
+from .worker.messages import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, BusMessage, parse_message
+from .worker.router import EventError, Router, TemplateHandler, default_router, on_event
+from .worker.wiring import Installation, install
 
 __all__ = [
     "DATABASE_EVENT",

@@ -52,9 +52,9 @@ import depcache
 from depcache.config import mask_url
 
 from . import canary
-from .deadletter import dead_letter_queue
-from .emit import EmitError, build_event, emit
+from .producer.emit import EmitError, build_event, emit
 from .settings import DEFAULT_BROKER_URL, Settings
+from .worker.deadletter import dead_letter_queue
 
 __all__ = ["register"]
 
@@ -385,11 +385,12 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number above 0 (also used by ``depcache cdc``)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
@@ -418,13 +419,13 @@ def register(commands: Any) -> None:
 
     show = actions.add_parser("list", parents=[common], help="show dead letters, keep them")
     show.add_argument("--queue", help=queue_help)
-    show.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
+    show.add_argument("--limit", type=positive_int, default=100, help="at most N (default 100)")
     show.add_argument("--json", action="store_true", help="print each letter as a JSON line")
     show.set_defaults(run=cmd_list)
 
     replay = actions.add_parser("replay", parents=[common], help="republish dead letters")
     replay.add_argument("--queue", help=queue_help)
-    replay.add_argument("--limit", type=_positive, default=1000, help="at most N (default 1000)")
+    replay.add_argument("--limit", type=positive_int, default=1000, help="at most N (default 1000)")
     replay.add_argument(
         "--exchange", help="exchange for expired shares (default: $DEPCACHE_EXCHANGE)"
     )

@@ -15,6 +15,8 @@ from kombu.message import Message
 import depcache
 import depcache_celery
 from depcache_celery import BatchProcessor, FanoutReport, Router, Settings, event_queue, install
+from depcache_celery.worker.consumer import ack_batch
+from depcache_celery.worker.ledger import Ledger
 from tests.celery_fixtures import (
     Names,
     _cleanup,
@@ -233,12 +235,9 @@ def test_a_burst_is_applied_in_batches_without_a_batch_window(
         _cleanup(broker_url, names)
 
 
-def _step_for_acks() -> Any:
-    """An EventConsumerStep with only the state its acknowledgements use (no worker)."""
-    step = depcache_celery.EventConsumerStep.__new__(depcache_celery.EventConsumerStep)
-    step._multi_ack = True
-    step._outstanding = {}
-    return step
+def _ledger_for_acks() -> Ledger[Message]:
+    """The consumer's bookkeeping as the consumer step keeps it on AMQP (multiple acks)."""
+    return Ledger(multi_ack=True)
 
 
 def test_a_batch_is_acknowledged_at_once_only_when_everything_before_it_is_settled(
@@ -267,17 +266,18 @@ def test_a_batch_is_acknowledged_at_once_only_when_everything_before_it_is_settl
             return real_ack(*args, **kwargs)
 
         channel.basic_ack = spy  # type: ignore[method-assign]
-        step = _step_for_acks()
-        step._outstanding = {int(message.delivery_tag): message for message in m}
+        ledger = _ledger_for_acks()
+        for message in m:  # as the consumer step tracks each delivery
+            ledger.track(message)
         # m[0] is still pending (say, its batch is in flight): no multiple ack may cover it
-        assert step._ack_many([m[1], m[2]]) == 2
+        assert ack_batch(ledger, [m[1], m[2]]) == 2
         assert [c[-1] for c in calls] == [False, False]
         # m[0] settles: with m[1] and m[2] done, the next batch goes in one ack up to m[4]
-        assert step._ack_many([m[0], m[3], m[4]]) == 3
+        assert ack_batch(ledger, [m[0], m[3], m[4]]) == 3
         assert calls[-1] == (int(m[4].delivery_tag), True)
         assert len(calls) == 3
         assert all(message.acknowledged for message in m[:5])
-        assert list(step._outstanding) == [int(m[5].delivery_tag), int(m[6].delivery_tag)]
+        assert ledger.pending == [int(m[5].delivery_tag), int(m[6].delivery_tag)]
         channel.close()  # m[5] and m[6] were never acknowledged: back to the queue
     with Connection(rabbitmq_broker) as conn:
         left = queue(conn.default_channel).queue_declare(passive=True)
@@ -295,10 +295,10 @@ def test_settled_messages_are_not_tracked_forever(rabbitmq_broker: str, names: N
             producer.publish({"n": n}, exchange="", routing_key=names.queue, serializer="json")
     with Connection(rabbitmq_broker) as conn:
         bound = queue(conn.channel())
-        step = _step_for_acks()
+        ledger = _ledger_for_acks()
         for _ in range(50):
             message = bound.get(no_ack=False)
             assert message is not None
-            step._track(message)
+            ledger.track(message)
             message.ack()  # a batch of one
-        assert len(step._outstanding) <= 1
+        assert len(ledger.pending) <= 1

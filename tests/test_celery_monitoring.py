@@ -15,8 +15,9 @@ from celery.worker.control import Panel
 
 import depcache
 import depcache_celery
-from depcache_celery import counters, install
-from depcache_celery.monitoring import (
+from depcache_celery import install
+from depcache_celery.worker import counters
+from depcache_celery.worker.monitoring import (
     INSPECT_COMMAND,
     StatsCollector,
     inspect_stats,
@@ -45,7 +46,7 @@ def _count_some() -> None:
 def test_inspect_command_is_registered_once() -> None:
     assert Panel.meta[INSPECT_COMMAND].type == "inspect"
     handler = Panel.data[INSPECT_COMMAND]
-    from depcache_celery import monitoring  # noqa: PLC0415
+    from depcache_celery.worker import monitoring  # noqa: PLC0415
 
     monitoring._register_inspect_command()
     assert Panel.data[INSPECT_COMMAND] is handler

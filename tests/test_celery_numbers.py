@@ -11,7 +11,7 @@ import pytest
 
 import depcache_celery
 from depcache_celery import BadMessage, Router, emit, install, parse_message
-from depcache_celery.deadletter import KIND_HEADER, REASON_HEADER
+from depcache_celery.worker.deadletter import KIND_HEADER, REASON_HEADER
 from tests.celery_fixtures import (
     Managers,
     Names,

@@ -17,7 +17,7 @@ import redis
 
 import depcache
 from depcache_celery import install
-from depcache_celery.monitoring import inspect_stats
+from depcache_celery.worker.monitoring import inspect_stats
 from tests.celery_fixtures import (
     Names,
     make_app,

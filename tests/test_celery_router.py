@@ -10,7 +10,7 @@ import pytest
 import depcache
 import depcache_celery
 from depcache_celery import BadMessage, EventError, Router, Settings, parse_message
-from depcache_celery.fanout import apply
+from depcache_celery.worker.fanout import apply
 
 # --- router ---------------------------------------------------------------------------------------
 
@@ -52,7 +52,7 @@ def test_event_without_handler_or_deps_is_counted_not_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     router = Router()
-    with caplog.at_level(logging.INFO, logger="depcache_celery.events"):
+    with caplog.at_level(logging.INFO, logger="depcache_celery.worker.router"):
         assert router.dependencies_for("nobody.cares", {}) == []
         assert router.dependencies_for("nobody.cares", {}) == []
     assert router.unhandled["nobody.cares"] == 2

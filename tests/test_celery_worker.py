@@ -14,7 +14,7 @@ import pytest
 import depcache
 import depcache_celery
 from depcache_celery import Router, install
-from depcache_celery.deadletter import KIND_HEADER, REASON_HEADER
+from depcache_celery.worker.deadletter import KIND_HEADER, REASON_HEADER
 from tests.celery_fixtures import (
     Names,
     embedded_worker,

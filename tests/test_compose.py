@@ -24,7 +24,7 @@ import yaml
 import depcache
 import depcache.cli
 from depcache_celery import Settings
-from depcache_celery.monitoring import PORT_SETTING
+from depcache_celery.worker.monitoring import PORT_SETTING
 from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ def _option(args: list[str], name: str) -> str:
 IMPORT_CHECK = """
 import importlib, json, sys
 import depcache, depcache_celery
-from depcache_celery.monitoring import prometheus_port
+from depcache_celery.worker.monitoring import prometheus_port
 
 kind, module = sys.argv[1], sys.argv[2]
 mod = importlib.import_module(module)

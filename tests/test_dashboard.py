@@ -16,8 +16,8 @@ import depcache
 import depcache.metrics
 import depcache_celery
 from depcache import add_dependency, cache_with_deps
-from depcache_celery import metrics as worker_metrics
-from depcache_celery.monitoring import StatsCollector
+from depcache_celery.worker import metrics as worker_metrics
+from depcache_celery.worker.monitoring import StatsCollector
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def test_every_exported_metric_is_on_the_dashboard() -> None:
     names = [
         *depcache.metrics.METRIC_NAMES,
         *worker_metrics.METRIC_NAMES,
-        *(f"depcache_celery_{name}_total" for name in depcache_celery.counters.COUNTERS),
+        *(f"depcache_celery_{name}_total" for name in depcache_celery.worker.counters.COUNTERS),
         "depcache_celery_target_failures_total",
         "depcache_celery_dead_letters_total",
     ]

@@ -21,7 +21,7 @@ import redis
 
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
-from depcache.announce import parse_message
+from depcache.announce import parse_announcement
 from depcache.backends.pubsub import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, PubSubListener
 from tests.servers import RedisServer, redis_server
 
@@ -89,11 +89,11 @@ CRAFTED = {
 @pytest.mark.parametrize("name", list(CRAFTED))
 def test_parse_message_refuses_crafted_announcements_with_a_value_error(name: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
-        parse_message(CRAFTED[name])
+        parse_announcement(CRAFTED[name])
 
 
 def test_parse_message_reads_a_valid_announcement() -> None:
-    message = parse_message(_with(removed=2, ts=1764072000))
+    message = parse_announcement(_with(removed=2, ts=1764072000))
     assert (message.dependencies, message.removed, message.ts) == (["unrelated"], 2, 1764072000.0)
 
 

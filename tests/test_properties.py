@@ -37,7 +37,7 @@ from depcache_celery import (
     install,
     parse_message,
 )
-from depcache_celery.fanout import unique
+from depcache_celery.worker.fanout import unique
 from tests.celery_fixtures import (
     Names,
     embedded_worker,

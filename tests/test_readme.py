@@ -7,7 +7,7 @@ A block may be preceded by a marker ``<!-- test: key=value flag ... -->``:
 - ``setup=NAME``: the session starts with the snippet ``SETUPS[NAME]`` of this file;
 - ``needs=a,b``: modules the block needs; the session is skipped while one is not importable
   (e.g. ``depcache_celery.emit`` while it is being written), and runs as soon as it is;
-- ``json=event|invalidation|debezium``: the JSON is also fed to the matching ``parse_message``;
+- ``json=event|invalidation|debezium``: the JSON is also fed to the matching parser;
 - ``bash``: run the block's commands by the rules of :func:`run_bash_line`;
 - ``skip="reason"``: not run (only what needs a Docker engine or a named external worker).
 
@@ -331,7 +331,7 @@ def test_json_block(block: Block) -> None:
         message = depcache_celery.parse_message(block.code)
         assert message.event == value["event"]
     elif kind == "invalidation":
-        parsed = depcache.announce.parse_message(block.code.encode())
+        parsed = depcache.announce.parse_announcement(block.code.encode())
         assert parsed.dependencies == value["dependencies"]
     elif kind == "debezium":  # a Debezium envelope the worker accepts
         message = depcache_celery.parse_message(block.code)

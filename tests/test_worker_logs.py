@@ -13,7 +13,7 @@ from pythonjsonlogger.json import JsonFormatter
 import depcache
 import depcache_celery
 from depcache_celery import Router, install
-from depcache_celery.logfields import FIELDS
+from depcache_celery.worker.logfields import FIELDS
 from tests.celery_fixtures import (
     Names,
     embedded_worker,

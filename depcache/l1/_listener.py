@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from ..announce import parse_message
+from ..announce import parse_announcement
 from ..backends.base import BackendMixin, Subscription
 from ._local import LocalCache
 
@@ -47,8 +47,8 @@ class L1Feed:
         subscription stays: reading the next message is unaffected, and dropping it would only
         flush the L1 again and switch it off until the reconnection."""
         try:
-            message = parse_message(data)
-        except Exception as exc:  # parse_message raises ValueError; any failure: unreadable
+            message = parse_announcement(data)
+        except Exception as exc:  # parse_announcement raises ValueError; any failure: unreadable
             logger.warning("depcache: unreadable invalidation message, L1 flushed: %s", exc)
             self.l1.flush(active=True)
             return

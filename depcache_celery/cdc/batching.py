@@ -2,8 +2,8 @@
 
 A :class:`ChangeBatch` collects the dependencies of the changes read since the last flush,
 grouped by table and operation and de-duplicated, and turns them into bus messages
-(:func:`depcache_celery.emit.build_event`): one event ``<prefix>.<schema>.<table>.<op>`` per
-group, split into several when its dependencies would not fit in ``max_message_bytes``. The
+(:func:`depcache_celery.producer.emit.build_event`): one event ``<prefix>.<schema>.<table>.<op>``
+per group, split into several when its dependencies would not fit in ``max_message_bytes``. The
 batch also remembers what the flush must know: the transactions it holds (to wait for their
 visibility) and the end of the last transaction it completed (how far the slot may be
 confirmed once its events are on the bus).
@@ -11,13 +11,12 @@ confirmed once its events are on the bus).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..emit import Event, build_event
+from ..producer.emit import Event, build_event, split_dependencies
 from .pgoutput import format_lsn
 
 __all__ = ["SOURCE", "ChangeBatch"]
@@ -74,7 +73,7 @@ class ChangeBatch:
         budget = max(self.max_message_bytes - _ENVELOPE_BYTES, 256)
         for (schema, table, op), group in self._groups.items():
             name = f"{self.prefix}.{schema}.{table}.{op}"
-            parts = _split(list(group.dependencies), budget)
+            parts = split_dependencies(list(group.dependencies), budget)
             for index, deps in enumerate(parts):
                 data: dict[str, object] = {
                     "source": SOURCE,
@@ -96,17 +95,3 @@ class ChangeBatch:
                     )
                 )
         return events
-
-
-def _split(dependencies: list[str], budget: int) -> list[list[str]]:
-    """``dependencies`` in consecutive parts whose JSON stays under ``budget`` bytes."""
-    parts: list[list[str]] = [[]]
-    size = 0
-    for dep in dependencies:
-        cost = len(json.dumps(dep, ensure_ascii=False).encode("utf-8")) + 1
-        if parts[-1] and size + cost > budget:
-            parts.append([])
-            size = 0
-        parts[-1].append(dep)
-        size += cost
-    return parts

@@ -25,7 +25,8 @@ from typing import Any
 
 import depcache
 
-from ..settings import Settings
+from ..cli import positive_int
+from ..settings import DEFAULT_BROKER_URL, Settings
 from .metrics import CdcMetrics
 from .replication import safe_dsn
 from .stream import DEFAULT_PUBLICATION, DEFAULT_SLOT, Cdc, CdcConfig
@@ -33,17 +34,7 @@ from .stream import DEFAULT_PUBLICATION, DEFAULT_SLOT, Cdc, CdcConfig
 __all__ = ["DSN_VARIABLE", "register"]
 
 DSN_VARIABLE = "DEPCACHE_CDC_DSN"
-DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+DEFAULT_BROKER = DEFAULT_BROKER_URL
 
 
 def _positive_float(text: str) -> float:
@@ -159,7 +150,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--max-batch-rows",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         help="publish after this many row changes, also inside a transaction "
         "(default: %(default)s)",
@@ -184,7 +175,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--lag-warning-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=1 << 30,
         help="log a warning while the slot holds more WAL than this (default: 1 GiB)",
     )
@@ -195,7 +186,7 @@ def register(commands: Any) -> None:
         help="when max_slot_wal_keep_size removed the slot's WAL: create it anew and "
         "invalidate every published table (default), or exit with status 3",
     )
-    parser.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics")
+    parser.add_argument("--metrics-port", type=positive_int, help="serve Prometheus metrics")
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from kombu import Connection, Producer
 
-from ..consumer import event_exchange, event_queue
-from ..emit import Event
+from ..bus import event_exchange, event_queue, publish_properties
+from ..producer.emit import Event
 from ..settings import Settings
 
 __all__ = ["BusPublisher", "PublishError"]
@@ -79,11 +79,7 @@ class BusPublisher:
                 producer.publish(
                     event.body,
                     exchange=exchange,
-                    routing_key=event.event,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    message_id=event.id,
+                    **publish_properties(event.event, event.id),
                     mandatory=mandatory,
                     retry=False,
                 )

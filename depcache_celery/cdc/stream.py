@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from depcache.db.scheme import unknown_rows_dependencies
 
-from ..emit import Event
+from ..producer.emit import Event
 from ..settings import Settings
 from .batching import ChangeBatch
 from .catalog import Catalog, CatalogError, SlotLost, SlotStatus

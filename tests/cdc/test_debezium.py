@@ -13,7 +13,7 @@ import pytest
 import depcache
 from depcache.db import any_row_dependency, column_dependency, table_dependency
 from depcache_celery import BadMessage, install, parse_message
-from depcache_celery.debezium import TOMBSTONE_EVENT, parse_envelope
+from depcache_celery.worker.debezium import TOMBSTONE_EVENT, parse_envelope
 from tests.cdc.debezium_samples import payload, row, with_schema
 from tests.celery_fixtures import (
     Names,

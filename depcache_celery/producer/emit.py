@@ -1,8 +1,8 @@
 """Sending invalidations from app code: :func:`emit`, :func:`aemit` and :func:`invalidate_later`.
 
 ``emit("user.updated", {"id": 123})`` publishes the domain event as a bus message (see
-:mod:`depcache_celery.messages`) to the durable topic exchange (``depcache_exchange``) with the
-event name as routing key, persistent, on the broker of a Celery app (``app=``, default Celery's
+:mod:`depcache_celery.worker.messages`) to the durable topic exchange (``depcache_exchange``) with
+the event name as routing key, persistent, on the broker of a Celery app (``app=``, default Celery's
 current app) or of ``broker_url=``. On RabbitMQ the broker confirms each message before
 :func:`emit` returns (publisher confirms); a lost connection is retried (``retry_policy``). When
 the broker cannot be reached in the end, :class:`EmitError` names it (without its password).
@@ -11,7 +11,7 @@ the broker cannot be reached in the end, :class:`EmitError` names it (without it
 dependencies as given, on every manager of the worker (or those named).
 
 All three check their input first (a clear ``TypeError``/``ValueError``), and inside a
-transaction wait for the commit (see :mod:`depcache_celery.deferral`).
+transaction wait for the commit (see :mod:`depcache_celery.producer.deferral`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from kombu.pools import producers
 
 import depcache
 
-from . import tracing
-from .batch import PUBLISHED_AT_HEADER
+from .. import tracing
+from ..bus import INVALIDATE_TASK, PUBLISHED_AT_HEADER, event_exchange, publish_properties
+from ..settings import Settings
+from . import capture
 from .deferral import defer_or_send, try_defer
-from .settings import Settings
-from .tasks import INVALIDATE_TASK
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -48,6 +48,7 @@ __all__ = [
     "build_event",
     "emit",
     "invalidate_later",
+    "split_dependencies",
 ]
 
 DEFAULT_RETRY_POLICY: dict[str, Any] = {
@@ -141,6 +142,22 @@ def build_event(
     return Event(id, event, body)
 
 
+def split_dependencies(dependencies: Sequence[str], budget: int) -> list[list[str]]:
+    """``dependencies`` in consecutive parts whose JSON stays under ``budget`` bytes (a
+    dependency longer than that alone makes a part of its own), for events of several messages.
+    """
+    parts: list[list[str]] = [[]]
+    size = 0
+    for dep in dependencies:
+        cost = len(json.dumps(dep, ensure_ascii=False).encode("utf-8")) + 1
+        if parts[-1] and size + cost > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(dep)
+        size += cost
+    return parts
+
+
 # -- connections ----------------------------------------------------------------------------------
 # templates for kombu's producer pools: one per app (dropped with it), one per broker URL
 _app_connections: weakref.WeakKeyDictionary[Celery, Connection] = weakref.WeakKeyDictionary()
@@ -174,18 +191,16 @@ def _connection(app: Celery | None, broker_url: str | None) -> tuple[Connection,
         return conn, Settings.from_conf(celery_app.conf)
 
 
-def _exchange(settings: Settings) -> Exchange:
-    return Exchange(settings.exchange, type="topic", durable=True, auto_delete=False)
-
-
 def _publish(
     message: Event,
     app: Celery | None,
     broker_url: str | None,
     retry_policy: Mapping[str, Any],
 ) -> None:
+    if capture.capturing() and capture.record(capture.EmittedEvent.from_body(message.body)):
+        return  # an app's test captures what it emits (depcache_celery.testing)
     conn, settings = _connection(app, broker_url)
-    exchange = _exchange(settings)
+    exchange = event_exchange(settings)
     with tracing.span(
         f"publish {settings.exchange}",
         "PRODUCER",
@@ -218,11 +233,7 @@ def _send(
             producer.publish(
                 message.body,
                 exchange=exchange,
-                routing_key=message.event,
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=message.id,
+                **publish_properties(message.event, message.id),
                 timestamp=int(now),
                 headers={PUBLISHED_AT_HEADER: now, **headers},
                 declare=[exchange],  # a topic exchange, also on the Redis transport
@@ -267,7 +278,7 @@ def emit(
     ``id`` defaults to a new UUID; ``dependencies`` are invalidated as well as what the
     worker's handlers map the event to. Sent on ``broker_url`` if given, else on the broker of
     ``app`` (default: Celery's current app); the exchange is that app's ``depcache_exchange``.
-    Inside a transaction, sent after it commits (see :mod:`depcache_celery.deferral`).
+    Inside a transaction, sent after it commits (see :mod:`depcache_celery.producer.deferral`).
 
     Raises:
         TypeError, ValueError: bad input (see :func:`build_event`).
@@ -320,6 +331,10 @@ def invalidate_later(
     celery_app = _resolve_app(app)
 
     def send() -> None:
+        if capture.capturing() and capture.record(
+            capture.EmittedInvalidation(list(deps), names, task_id)
+        ):
+            return  # an app's test captures what it emits (depcache_celery.testing)
         headers: dict[str, Any] = {}
         tracing.inject(headers)  # the worker's task span continues this trace
         celery_app.send_task(

@@ -9,16 +9,16 @@
 and consumes the queue with manual acknowledgements, at most ``depcache_prefetch_count``
 messages unacknowledged (which bounds the work in flight). Messages form batches, each handled
 as one invalidation of its de-duplicated dependencies on every manager (see
-:mod:`depcache_celery.batch`):
+:mod:`depcache_celery.worker.batch`):
 
 - Messages that arrive together form one batch: everything the event loop delivered before it
   next turns, or within ``depcache_batch_window`` seconds of the first (by default 10 ms on a
   Redis broker, whose transport delivers one message per event-loop turn, and 0 elsewhere: see
   :mod:`depcache_celery.settings`). Without a window, messages that keep streaming in (the
-  first of a buffer within 2 ms of the previous batch's hand-off) are gathered for 2 ms, so a
+  first of a batch within 2 ms of the previous batch's hand-off) are gathered for 2 ms, so a
   backlog drains in batches of about a hundred; an event after a quiet gap is not held.
 - The invalidation runs off the consumer thread, in one lane (thread) per manager
-  (:class:`~depcache_celery.batch.Lanes`): a manager that hangs (a server that accepts
+  (:class:`~depcache_celery.worker.batch.Lanes`): a manager that hangs (a server that accepts
   connections but never answers) holds up neither consuming, nor the worker's heartbeats, nor
   the other managers. While a batch is being applied, the messages that arrive wait and join
   the next batch, handed to the lanes once one of its managers' lanes is free: batches grow
@@ -41,7 +41,11 @@ as one invalidation of its de-duplicated dependencies on every manager (see
   broker delivers them again (at least once).
 
 Without an event loop (a green pool, or a transport without one), each message is handled at
-once in the consumer thread by :meth:`~depcache_celery.batch.BatchProcessor.process`.
+once in the consumer thread by :meth:`~depcache_celery.worker.batch.BatchProcessor.process`.
+
+What is decided here (when a batch is due, which batches are in flight on which channel, when
+one multiple ack may settle a batch) is kept by a :class:`~depcache_celery.worker.ledger.Ledger`,
+without kombu; this module wires it to the channel, the event loop and the lanes.
 """
 
 from __future__ import annotations
@@ -50,23 +54,25 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
-from kombu import Consumer, Exchange, Producer, Queue, binding
+from kombu import Consumer, Producer
 from kombu.message import Message
 
 import depcache
 
-from . import deadletter, tracing
+from .. import tracing
+from ..bus import event_queue
+from ..settings import Settings
+from . import deadletter
 from .batch import Batch, BatchProcessor, Job, Lanes
-from .events import Router, default_router
-from .settings import Settings
+from .ledger import Ledger
+from .router import Router, default_router
 from .tasks import hand_off
 
-__all__ = ["EventConsumerStep", "event_exchange", "event_queue"]
+__all__ = ["EventConsumerStep", "ack_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,34 +80,30 @@ logger = logging.getLogger(__name__)
 # event loop themselves, as a safety net where they can.
 _POLL_INTERVAL = 0.05
 _SAFETY_INTERVAL = 1.0
-# Without a batch window, a buffer started within this long of the previous batch's hand-off
-# (messages streaming in, e.g. a backlog) is held this long to grow: batches of ~100 instead of
-# ~25 when the lanes are fast, at a quarter less CPU per event; an event arriving alone (a gap
-# longer than this since the last batch) is not held.
+# Without a batch window, a batch whose first message comes within this long of the previous
+# batch's hand-off (messages streaming in, e.g. a backlog) gathers this long: batches of ~100
+# instead of ~25 when the lanes are fast, at a quarter less CPU per event; an event arriving
+# after a longer gap is not held (see Ledger's ``stream``).
 _STREAM_WINDOW = 0.002
 
 
-def event_exchange(settings: Settings) -> Exchange:
-    """The durable topic exchange producers publish events to."""
-    return Exchange(settings.exchange, type="topic", durable=True, auto_delete=False)
-
-
-def event_queue(settings: Settings) -> Queue:
-    """The worker's durable queue, bound to :func:`event_exchange` with every binding key, with
-    the expiry and length policy of the settings (none by default)."""
-    exchange = event_exchange(settings)
-    return Queue(
-        settings.queue,
-        bindings=[binding(exchange, routing_key=key) for key in settings.binding_keys],
-        durable=True,
-        auto_delete=False,
-        queue_arguments=settings.queue_arguments() or None,
-    )
-
-
-def _tag(message: Message) -> int:
-    """An AMQP message's delivery tag (an integer, growing on its channel)."""
-    return int(cast(int, message.delivery_tag))
+def ack_batch(ledger: Ledger[Message], messages: Sequence[Message]) -> int:
+    """Acknowledge a finished batch: with one ``basic.ack(multiple=True)`` up to its highest
+    delivery tag when the ledger says that settles exactly these messages (AMQP: every message
+    delivered before that one on this channel is settled), else one by one. Returns how many
+    were acknowledged; raises when the channel failed."""
+    top = ledger.multiple_ack_tag(messages)
+    channel: Any = messages[0].channel if messages else None
+    if top is not None and channel is not None:
+        channel.basic_ack(top, multiple=True)
+        for message in messages:
+            setattr(message, "_state", "ACK")  # as Message.ack() records it  # noqa: B010
+    else:
+        for message in messages:
+            message.ack()
+    if ledger.multi_ack:
+        ledger.prune()
+    return len(messages)
 
 
 def _threadsafe_call_soon(hub: Any) -> bool:
@@ -125,19 +127,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.settings = Settings.from_conf(self.app.conf)
         self._hub: Any = None
         self._hub_threadsafe = False
-        self._batch_window = 0.0
-        self._last_dispatch = 0.0  # time.monotonic() of the last batch handed to the lanes
         self._timer_entry: Any = None
         self._producer: Producer | None = None
         # The consumer thread's state (the lock only guards against a stop from another thread).
         self._lock = threading.RLock()
-        self._buffer: list[Message] = []
-        self._holding = False  # the buffer waits for its batch window to end
-        self._window = 0  # tells the window of one buffer from the next
-        self._in_flight = 0  # batches of this channel handed to the lanes, not yet finished
-        self._generation = 0  # one per channel: batches of a closed channel are not acked
-        self._multi_ack = False  # AMQP: a batch is acknowledged with one basic.ack
-        self._outstanding: OrderedDict[int, Message] = OrderedDict()  # by tag, as delivered
+        self.ledger: Ledger[Message] = Ledger(stream=_STREAM_WINDOW)
         self._finishing: Batch | None = None
         # Shared with the lanes' threads.
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -148,7 +142,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             dead_letter=self._publish_dead_letter,
             hand_off=self._hand_off,
             max_message_bytes=self.settings.max_message_bytes,
-            ack_many=self._ack_many,
+            ack_many=self._ack_batch,
         )
         self.lanes = Lanes(self._on_job_done, on_idle=self._wake)
 
@@ -162,8 +156,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self._hub_threadsafe = hub is not None and _threadsafe_call_soon(hub)
         transport = getattr(getattr(c, "connection", None), "transport", None)
         driver = str(getattr(transport, "driver_type", ""))
-        self._batch_window = self.settings.batch_window_for(driver)
-        self._multi_ack = driver == "amqp" and hub is not None
+        with self._lock:
+            self.ledger.window = self.settings.batch_window_for(driver)
+            self.ledger.multi_ack = driver == "amqp" and hub is not None  # one basic.ack a batch
         self.processor.system = tracing.messaging_system(driver)
         self.processor.destination = self.settings.queue
         super().start(c)
@@ -181,7 +176,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         with self._lock:
-            self._new_channel()
+            self.ledger.new_channel()
         queue_ = event_queue(self.settings)
         deadletter.dead_letter_queue(self.settings.dead_letter_queue)(channel).declare()
         self._producer = Producer(channel)
@@ -210,29 +205,15 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 self._process_now([message])
                 return
             with self._lock:
-                if self._multi_ack:
-                    self._track(message)
-                first = not self._buffer
-                self._buffer.append(message)
-                if not first:
-                    return
-                window = self._batch_window
-                if window <= 0 and time.monotonic() - self._last_dispatch < _STREAM_WINDOW:
-                    window = _STREAM_WINDOW
-                if window > 0:
-                    self._holding = True
-                    self._window += 1
-                    hub.call_later(window, self._end_window, self._window)
-                else:
-                    hub.call_soon(self._pump)
+                window = self.ledger.add(message)
+            if window is None:  # the batch was gathering already
+                return
+            if window > 0:
+                hub.call_later(window, self._pump)
+            else:
+                hub.call_soon(self._pump)
         except Exception:  # never let an exception reach kombu (see batch.py)
             logger.exception("depcache_celery: could not handle a message")
-
-    def _end_window(self, window: int) -> None:
-        with self._lock:
-            if window == self._window:
-                self._holding = False
-        self._pump()
 
     def _pump(self) -> None:
         """In the consumer thread: finish the batches the lanes applied, and hand the buffer to
@@ -264,29 +245,16 @@ class EventConsumerStep(bootsteps.ConsumerStep):
 
     # -- batches (consumer thread, under self._lock) -----------------------------------------------
     def _dispatch(self, *, force: bool = False) -> bool:
-        """Hand the buffer to the lanes as one batch when it is due (``force``: now); True when
-        it did."""
-        if not self._buffer:
+        """Hand the gathered batch to the lanes when it is due (``force``: now); True when it
+        did."""
+        messages = self.ledger.take(lambda: self.lanes.idle(self._targets()), force=force)
+        if messages is None:
             return False
-        if not force:
-            if self._holding:
-                return False
-            if self._in_flight and not self.lanes.idle(self._targets()):
-                return False  # it grows until a lane is free
-        messages, self._buffer = self._buffer, []
-        self._holding = False
-        self._last_dispatch = time.monotonic()
         batch = self.processor.prepare(messages)
         if not batch.messages:
             return False
         targets = self._targets() if batch.dependencies else []
-        job = Job(
-            batch.dependencies,
-            targets,
-            payload=(self._generation, batch, time.perf_counter()),
-            batch=batch,
-        )
-        self._in_flight += 1
+        job = Job(batch.dependencies, targets, payload=(self.ledger.launched(), batch), batch=batch)
         self.lanes.submit(job)
         return True
 
@@ -299,16 +267,15 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
-        generation, batch, _started = job.payload
+        generation, batch = job.payload
         assert isinstance(batch, Batch)
-        if generation != self._generation:
+        if not self.ledger.landed(generation):
             logger.info(
                 "depcache_celery: a batch of %d message(s) of a closed channel was applied; "
                 "the broker delivers it again",
                 len(batch.messages),
             )
             return
-        self._in_flight -= 1
         self._finishing = batch  # whose event ids follow a hand-off to the retry path
         try:
             self.processor.finish(batch, job.report)  # logs the batch's line
@@ -326,7 +293,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 self._dispatch(force=True)
                 deadline = time.monotonic() + self.settings.shutdown_timeout
                 self._finish_done()
-                while self._in_flight > 0:
+                while self.ledger.in_flight > 0:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -337,63 +304,17 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                     self._finish(job)
             except Exception:
                 logger.exception("depcache_celery: could not finish the batches in flight")
-            if self._in_flight:
+            if self.ledger.in_flight:
                 logger.warning(
                     "depcache_celery: stopping with %d batch(es) still being applied (managers "
                     "busy: %s); they stay unacknowledged and the broker delivers them again",
-                    self._in_flight,
+                    self.ledger.in_flight,
                     ", ".join(self.lanes.busy()) or "none",
                 )
-            self._new_channel()
+            self.ledger.new_channel()
 
-    def _ack_many(self, messages: Sequence[Message]) -> int:
-        """Acknowledge a finished batch: with one ``basic.ack(multiple=True)`` up to its highest
-        delivery tag when every message delivered before that one on this channel is settled
-        (AMQP), else one by one. Returns how many were acknowledged; raises when the channel
-        failed."""
-        if not self._multi_ack:
-            for message in messages:
-                message.ack()
-            return len(messages)
-        top = max(_tag(message) for message in messages)
-        ours = {id(message) for message in messages}
-        settled_below = all(
-            id(message) in ours or message.acknowledged
-            for tag, message in self._outstanding.items()
-            if tag <= top
-        )
-        channel: Any = messages[0].channel
-        if settled_below and channel is not None:
-            channel.basic_ack(top, multiple=True)
-            for message in messages:
-                setattr(message, "_state", "ACK")  # as Message.ack() records it  # noqa: B010
-        else:
-            for message in messages:
-                message.ack()
-        self._prune()
-        return len(messages)
-
-    def _track(self, message: Message) -> None:
-        """Note a delivered message until it is settled (AMQP). Settled ones at the front are
-        dropped first, so the map stays within the prefetch window even when every batch is
-        acknowledged one message at a time."""
-        self._prune()
-        self._outstanding[_tag(message)] = message
-
-    def _prune(self) -> None:
-        outstanding = self._outstanding  # an OrderedDict: its first item is found in O(1)
-        while outstanding:
-            tag, message = next(iter(outstanding.items()))
-            if not message.acknowledged:
-                break
-            del outstanding[tag]
-
-    def _new_channel(self) -> None:
-        self._outstanding = OrderedDict()
-        self._buffer = []
-        self._holding = False
-        self._in_flight = 0
-        self._generation += 1
+    def _ack_batch(self, messages: Sequence[Message]) -> int:
+        return ack_batch(self.ledger, messages)
 
     def _process_now(self, messages: list[Message]) -> None:
         with self._lock:

@@ -26,10 +26,10 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from .app import install
-from .settings import DEFAULT_BROKER_URL
+from ..settings import DEFAULT_BROKER_URL
+from .wiring import install
 
-__all__ = ["app", "make_app", "setup_modules"]
+__all__ = ["RefuseMemoryBroker", "make_app", "setup_modules"]
 
 
 def setup_modules(value: str | None = None) -> tuple[str, ...]:
@@ -109,6 +109,3 @@ def make_app(*, allow_memory_broker: bool = False) -> Celery:
     if not allow_memory_broker:
         celery_app.steps["worker"].add(RefuseMemoryBroker)
     return celery_app
-
-
-app = make_app()

@@ -6,7 +6,7 @@ dependencies), ``batches``, ``dependencies`` (invalidated, after de-duplication 
 ``entries_removed``, ``target_failures`` (per manager), ``retries`` (failed shares handed to the
 retry path), ``dead_letters`` (by kind). Operators read them with ``celery inspect
 depcache_stats`` and, when prometheus-client is installed, as Prometheus metrics (see
-:mod:`depcache_celery.monitoring`); both report :func:`worker_snapshot`.
+:mod:`depcache_celery.worker.monitoring`); both report :func:`worker_snapshot`.
 
 Pool children: with the prefork pool, the ``depcache.invalidate`` and ``depcache.event`` tasks
 run (and count) in child processes, which the main process's counters do not see. So every

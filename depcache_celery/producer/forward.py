@@ -11,7 +11,7 @@ this process makes also sends the ``depcache.invalidate`` task with the same dep
 the worker applies them on every manager it has registered (or the ``managers`` named here).
 
 No loops: invalidations the worker makes while fanning an event out (:func:`fanout.apply
-<depcache_celery.fanout.apply>`) are never forwarded, even when the worker's process has a
+<depcache_celery.worker.fanout.apply>`) are never forwarded, even when the worker's process has a
 forwarding manager; and a replayed or duplicated task is harmless, since invalidating twice
 removes nothing more. A send that fails is logged at ERROR (the local invalidation has
 happened); inside a transaction the send waits for the commit; in async code it runs in a
@@ -30,9 +30,9 @@ from celery import Celery
 
 import depcache
 
+from ..worker.fanout import in_fanout
 from .deferral import try_defer
 from .emit import invalidate_later
-from .fanout import in_fanout
 
 __all__ = ["forward_invalidations"]
 

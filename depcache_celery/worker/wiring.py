@@ -9,8 +9,8 @@ from celery import Celery, Task
 
 from . import metrics
 from .consumer import EventConsumerStep
-from .events import Router
 from .monitoring import install_monitoring
+from .router import Router
 from .tasks import register_tasks
 
 __all__ = ["Installation", "install"]
@@ -34,12 +34,13 @@ def install(app: Celery, *, router: Router | None = None) -> Installation:
     them.
 
     Registers the tasks ``depcache.invalidate`` and ``depcache.event`` (see
-    :mod:`depcache_celery.tasks`) and the consumer step (see :mod:`depcache_celery.consumer`),
-    configured by the ``depcache_*`` settings of ``app.conf`` or the environment (see
-    :mod:`depcache_celery.settings`), read when the worker starts. ``router`` routes events;
-    None means :data:`depcache_celery.default_router` (where :func:`depcache_celery.on_event`
-    registers). Also exposes the counters to operators (see :mod:`depcache_celery.monitoring`).
-    Installing again on the same app returns the first installation.
+    :mod:`depcache_celery.worker.tasks`) and the consumer step (see
+    :mod:`depcache_celery.worker.consumer`), configured by the ``depcache_*`` settings of
+    ``app.conf`` or the environment (see :mod:`depcache_celery.settings`), read when the worker
+    starts. ``router`` routes events; None means :data:`depcache_celery.default_router` (where
+    :func:`depcache_celery.on_event` registers). Also exposes the counters to operators (see
+    :mod:`depcache_celery.worker.monitoring`). Installing again on the same app returns the first
+    installation.
     """
     existing: Installation | None = getattr(app, _ATTR, None)
     if existing is not None:

@@ -1,8 +1,9 @@
 """Fan-out: invalidate dependencies on every registered manager (or the named ones).
 
 Managers are invalidated concurrently by :func:`depcache.invalidate`; here its outcome becomes a
-:class:`FanoutReport` that says, per manager, what was removed or what failed. Nothing is raised
-for a failing manager: the caller decides what to retry.
+:class:`FanoutReport` (a :class:`~depcache.InvalidationReport` that also names the unknown
+managers) that says, per manager, what was removed or what failed. Nothing is raised for a
+failing manager: the caller decides what to retry.
 """
 
 from __future__ import annotations
@@ -35,33 +36,26 @@ def _fanning_out() -> Iterator[None]:
 
 
 @dataclass
-class FanoutReport:
-    """The outcome of one :func:`apply`.
+class FanoutReport(depcache.InvalidationReport):
+    """The outcome of one :func:`apply`: a :class:`depcache.InvalidationReport` that also names
+    the managers asked for that are not registered.
 
     ``removed``: entries deleted, per manager that succeeded. ``errors``: the error of each
     manager that failed (worth retrying). ``unknown``: names asked for that are not registered
     (not worth retrying in this process).
     """
 
-    dependencies: list[str]
-    removed: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, Exception] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when every targeted manager was invalidated."""
+        """True when every targeted manager was invalidated (none failed, none unknown)."""
         return not self.errors and not self.unknown
 
     @property
     def failed(self) -> list[str]:
         """The names of the managers that failed, sorted."""
         return sorted(self.errors)
-
-    @property
-    def total(self) -> int:
-        """Entries removed over all managers."""
-        return sum(self.removed.values())
 
     def summary(self) -> dict[str, object]:
         """A JSON-friendly view (errors as text), e.g. for a task result or a log line."""

@@ -20,7 +20,6 @@ survives a crash between the commit and the publish, run ``depcache cdc``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -30,8 +29,8 @@ from celery import Celery
 
 from depcache.db import CommittedWrites, on_committed_writes, remove_committed_writes_hook
 
-from .emit import DEFAULT_RETRY_POLICY, _publish, build_event
-from .settings import Settings
+from ..settings import Settings
+from .emit import DEFAULT_RETRY_POLICY, _publish, build_event, split_dependencies
 
 __all__ = ["DATABASE_EVENT", "publish_database_writes", "stop_publishing_database_writes"]
 
@@ -41,21 +40,6 @@ logger = logging.getLogger(__name__)
 DATABASE_EVENT = "db.committed"
 _TABLE = re.compile(r"^db:([^:]+)")
 _published: dict[tuple[int, str | None], Callable[[CommittedWrites], None]] = {}
-
-
-def _chunks(deps: list[str], limit: int) -> list[list[str]]:
-    """``deps`` in groups whose JSON stays well under ``limit`` bytes."""
-    budget = max(limit // 2, 1024)
-    out: list[list[str]] = [[]]
-    size = 0
-    for dep in deps:
-        cost = len(json.dumps(dep, ensure_ascii=False).encode()) + 1
-        if out[-1] and size + cost > budget:
-            out.append([])
-            size = 0
-        out[-1].append(dep)
-        size += cost
-    return out
 
 
 def publish_database_writes(
@@ -74,7 +58,7 @@ def publish_database_writes(
         deps = sorted(writes.dependencies)
         tables = sorted({m.group(1) for d in deps if (m := _TABLE.match(d))})
         data: dict[str, Any] = {"database": writes.database, "tables": tables}
-        for part in _chunks(deps, limit):
+        for part in split_dependencies(deps, max(limit // 2, 1024)):  # well under the limit
             message = build_event(DATABASE_EVENT, data, dependencies=part, max_bytes=limit)
             _publish(message, app, broker_url, DEFAULT_RETRY_POLICY)
 

@@ -18,9 +18,10 @@ included; ``{user.id}`` reads an attribute) and the dependencies are invalidated
 - ``via="both"``: locally first, then through the worker.
 
 Nothing is invalidated when the function raises. Inside a transaction both wait for the commit
-(see :mod:`depcache_celery.deferral`). Async functions are supported (``depcache.ainvalidate``
-locally; the task is sent from a thread). A template naming a parameter the function does not
-have is an error when decorating; a ``None`` argument is an error when invalidating.
+(see :mod:`depcache_celery.producer.deferral`). Async functions are supported
+(``depcache.ainvalidate`` locally; the task is sent from a thread). A template naming a parameter
+the function does not have is an error when decorating; a ``None`` argument is an error when
+invalidating.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from celery import Celery
 
 import depcache
 
+from ..worker.router import TemplateHandler
 from .deferral import defer_or_send, try_defer
 from .emit import invalidate_later
-from .events import TemplateHandler
 
 __all__ = ["Via", "invalidates"]
 

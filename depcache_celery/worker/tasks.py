@@ -9,8 +9,8 @@ once (kind ``unknown_manager``). It is also the retry path of the bus consumer a
 ``depcache.event``: :func:`hand_off` sends it the failed share.
 
 ``depcache.event(event, data=None, dependencies=None)`` routes the event (see
-:mod:`depcache_celery.events`) and invalidates what it maps to. An event that cannot be routed
-is dead-lettered (kind ``malformed``) and the task fails with :class:`EventError`.
+:mod:`depcache_celery.worker.router`) and invalidates what it maps to. An event that cannot be
+routed is dead-lettered (kind ``malformed``) and the task fails with :class:`EventError`.
 
 Arguments that do not fit (``args=["user:1"]``: a string, not a list) are dead-lettered as
 ``malformed`` with the reason, like a bad bus message, and so is a share whose retries expired
@@ -18,9 +18,9 @@ Arguments that do not fit (``args=["user:1"]``: a string, not a list) are dead-l
 as "raised expected" at INFO (never as "succeeded"), and its message is acknowledged.
 
 Both tasks acknowledge late and are requeued when the worker is lost: invalidating twice is
-harmless. They count what they did in :mod:`depcache_celery.counters`; in a prefork pool child,
-each task ends by saving the child's counters for the worker's main process
-(:func:`~depcache_celery.counters.save_for_parent`).
+harmless. They count what they did in :mod:`depcache_celery.worker.counters`; in a prefork pool
+child, each task ends by saving the child's counters for the worker's main process
+(:func:`~depcache_celery.worker.counters.save_for_parent`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from typing import Any
 
 from celery import Celery, Task
 
-from . import deadletter, metrics, tracing
+from .. import tracing
+from ..bus import EVENT_TASK, INVALIDATE_TASK
+from ..settings import Settings
+from . import deadletter, metrics
 from .counters import save_for_parent, stats
-from .events import EventError, Router, default_router
 from .fanout import FanoutReport, apply
 from .logfields import fields
-from .settings import Settings
+from .router import EventError, Router, default_router
 
 __all__ = [
     "EVENT_TASK",
@@ -52,9 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-INVALIDATE_TASK = "depcache.invalidate"
-EVENT_TASK = "depcache.event"
 
 
 class DeadLettered(Exception):

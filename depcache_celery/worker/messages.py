@@ -14,15 +14,16 @@ A message is one JSON object, UTF-8 encoded::
 Other fields are ignored (so producers can add some). Anything else is a :class:`BadMessage`,
 ``NaN``, ``Infinity`` and numbers beyond a float's range (``1e999``) anywhere in the body
 included: they are not JSON, and :func:`~depcache_celery.emit` refuses to send them.
-A Debezium change event (or tombstone) is accepted as well: see :mod:`depcache_celery.debezium`.
+A Debezium change event (or tombstone) is accepted as well: see
+:mod:`depcache_celery.worker.debezium`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
+
+from depcache.serializers.json import strict_loads
 
 from . import debezium
 
@@ -87,21 +88,6 @@ def _decode(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> str:
 _MISSING = object()
 
 
-def _not_a_number(name: str) -> NoReturn:
-    raise BadMessage(f"not JSON: {name} is not a number JSON allows")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise BadMessage(f"not JSON: the number {text[:40]} is beyond a float's range")
-    return value
-
-
-# One decoder for every message (json.loads with these options would build one per call).
-_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
-
-
 def _event(obj: dict[str, Any]) -> str:
     if "event" not in obj:
         raise BadMessage("missing field 'event'")
@@ -145,16 +131,10 @@ def parse_message(
         text = text[1:]
     try:
         # Python's json reads NaN, Infinity and -Infinity, and 1e999 as infinity: refused here
-        obj = _DECODER.decode(text)
-    except BadMessage:
-        raise
-    except json.JSONDecodeError as exc:
+        obj = strict_loads(text)
+    except ValueError as exc:  # also nesting too deep, an integer longer than Python converts
         raise BadMessage(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise BadMessage("not JSON this worker can read: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than sys.get_int_max_str_digits()
-        raise BadMessage(f"not JSON this worker can read: {exc}") from None
-    if debezium.is_envelope(obj):  # a Debezium change event (see depcache_celery.debezium)
+    if debezium.is_envelope(obj):  # a Debezium change event (see depcache_celery.worker.debezium)
         return _from_debezium(obj)
     if not isinstance(obj, dict):
         raise BadMessage(f"not a JSON object but {_type_name(obj)}")

@@ -10,8 +10,8 @@
 
 They live in prometheus-client's default registry; with its multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``; the ready-made worker sets one up when it serves metrics), the
-observations of prefork pool children are added up too (see :mod:`depcache_celery.monitoring`).
-Observing never raises.
+observations of prefork pool children are added up too (see
+:mod:`depcache_celery.worker.monitoring`). Observing never raises.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ _histogram_class: list[Any] = []
 def prepare() -> None:
     """Import prometheus-client now (once), so that processing a message never imports a module.
 
-    :func:`depcache_celery.install` and every :class:`~depcache_celery.batch.BatchProcessor`
+    :func:`depcache_celery.install` and every :class:`~depcache_celery.worker.batch.BatchProcessor`
     call it. It is not done when this module is imported: prometheus-client chooses between
     its single-process and multiprocess modes when it is imported, and the ready-made worker sets
     ``PROMETHEUS_MULTIPROC_DIR`` after importing this package."""

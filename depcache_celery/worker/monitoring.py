@@ -1,4 +1,4 @@
-"""The worker's counters (:mod:`depcache_celery.counters`) for operators.
+"""The worker's counters (:mod:`depcache_celery.worker.counters`) for operators.
 
 - The Celery inspect command ``depcache_stats``: ``celery -A yourapp inspect depcache_stats``,
   or :func:`inspect_stats` from Python, returns ``{worker hostname: counters}``. It is
@@ -12,7 +12,7 @@
   ``depcache_celery_dead_letters_total{kind}``.
 - ``depcache_prometheus_port`` (``DEPCACHE_PROMETHEUS_PORT``), unset by default: when set, the
   worker serves those metrics over HTTP on that port while it runs (needs prometheus-client),
-  with the latency histograms of :mod:`depcache_celery.metrics` and the cache's own metrics
+  with the latency histograms of :mod:`depcache_celery.worker.metrics` and the cache's own metrics
   (:func:`depcache.metrics.enable`: hits, misses, invalidations per manager, ...). When
   ``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode; the ready-made
   worker sets up one when it serves metrics), it serves what every process of the worker
@@ -23,7 +23,7 @@
 Both are turned on when the worker starts (Celery's ``worker_init`` signal, before the pool
 forks, so prefork children inherit them).
 
-Both report the whole worker (:func:`depcache_celery.counters.worker_snapshot`): the main
+Both report the whole worker (:func:`depcache_celery.worker.counters.worker_snapshot`): the main
 process, where the bus consumer counts, plus its prefork pool children, where the
 ``depcache.invalidate`` and ``depcache.event`` tasks count (each child saves its counters after
 each of those tasks; the counts of children that were replaced are kept).
@@ -44,9 +44,9 @@ from celery.worker.control import Panel, inspect_command
 import depcache
 import depcache.metrics
 
-from . import tracing
+from .. import tracing
+from ..settings import Settings
 from .counters import COUNTERS, Stats, worker_snapshot
-from .settings import Settings
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

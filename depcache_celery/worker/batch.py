@@ -3,8 +3,8 @@
 A batch maps to one invalidation of the union of its messages' dependencies, de-duplicated, on
 every manager. Per message:
 
-- malformed (see :mod:`depcache_celery.messages`) or not routable (:class:`EventError`): published
-  to the dead-letter queue with the reason, then acknowledged;
+- malformed (see :mod:`depcache_celery.worker.messages`) or not routable (:class:`EventError`):
+  published to the dead-letter queue with the reason, then acknowledged;
 - valid: acknowledged once every manager applied the batch, or once the share of the managers
   that failed has been handed to the retry path (the ``depcache.invalidate`` task, with those
   managers' names, retried with backoff). If even that hand-off fails, the messages stay
@@ -34,12 +34,14 @@ from typing import Any
 
 from kombu.message import Message
 
-from . import deadletter, metrics, tracing
+from .. import tracing
+from ..bus import PUBLISHED_AT_HEADER
+from . import deadletter, metrics
 from .counters import Stats, stats
-from .events import EventError, Router
 from .fanout import FanoutReport, apply, unique
 from .logfields import fields
 from .messages import BadMessage, parse_message
+from .router import EventError, Router
 
 __all__ = ["Batch", "BatchOutcome", "BatchProcessor", "Lanes"]
 
@@ -63,11 +65,6 @@ class BatchOutcome:
     dependencies: list[str] = field(default_factory=list)
     report: FanoutReport | None = None
     handed_off: list[str] = field(default_factory=list)
-
-
-PUBLISHED_AT_HEADER = "x-depcache-published-at"
-"""The header ``emit`` stamps with the Unix time of publication (seconds, a float): what the
-worker measures publish-to-invalidated from (else the AMQP ``timestamp``, in whole seconds)."""
 
 
 def published_at(message: Message) -> float | None:
@@ -101,7 +98,8 @@ class Batch:
     """The batch's ``process`` span while tracing is on (see :mod:`depcache_celery.tracing`)."""
 
     def log_fields(self, **more: Any) -> dict[str, Any]:
-        """The ``extra=`` of this batch's log lines (see :mod:`depcache_celery.logfields`)."""
+        """The ``extra=`` of this batch's log lines (see
+        :mod:`depcache_celery.worker.logfields`)."""
         return fields(
             event_ids=self.event_ids,
             routing_keys=self.routing_keys,
@@ -135,7 +133,8 @@ class BatchProcessor:
         hand_off: hands ``(dependencies, manager names)`` to the retry path; raises when it
             could not.
         max_message_bytes: larger bodies are dead-lettered.
-        apply: the fan-out :meth:`process` uses (default :func:`depcache_celery.fanout.apply`).
+        apply: the fan-out :meth:`process` uses (default
+            :func:`depcache_celery.worker.fanout.apply`).
         ack_many: acknowledges a finished batch's messages at once (e.g. one AMQP
             ``basic.ack`` with ``multiple``) and returns how many; raises when it could not.
             None: one acknowledgement per message.
@@ -504,7 +503,7 @@ class Lanes:
         on_idle: called, in the lane's thread, each time a lane has applied what it had (also
             quick and thread-safe).
         apply_one: applies ``(dependencies, manager name)`` on that manager (default
-            :func:`depcache_celery.fanout.apply` for that name).
+            :func:`depcache_celery.worker.fanout.apply` for that name).
     """
 
     def __init__(
