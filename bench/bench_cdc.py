@@ -7,7 +7,7 @@ logical slot side by side (why ``depcache cdc`` streams).
                               [--json out.json] [--markdown [PATH]]
 
 Without ``--dsn`` a PostgreSQL with ``wal_level=logical`` is started for the run (initdb in a
-temp dir, tests/pg_server.py). Everything is real: a ``depcache cdc`` process streams the
+temp dir, tests/support/pg_server.py). Everything is real: a ``depcache cdc`` process streams the
 database to the broker (RabbitMQ by default), the ready-made worker (``celery -A
 depcache_celery.worker worker --pool solo``) applies the events on two managers on Redis, and a
 subscriber in this process hears both managers announce each invalidation (depcache publishes
@@ -447,7 +447,7 @@ def database(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from tests.pg_server import postgres_server  # noqa: PLC0415 - only without --dsn
+    from tests.support.pg_server import postgres_server  # noqa: PLC0415 - only without --dsn
 
     with postgres_server(
         wal_level="logical", max_replication_slots="20", max_wal_senders="20"

@@ -20,9 +20,9 @@ what the server ran for it including inside Lua scripts (MONITOR), and the ``INF
 delta (every client).  See bench/README.md for what every column means.
 
 The cluster column (``--cluster``, on by default when redis-server and redis-cli are installed)
-starts a throw-away 3-master Redis Cluster (``tests/servers.py``) and measures depcache on it
-against raw redis-py's ``RedisCluster`` for hit, miss+store k=5 and invalidate N=10,000, then
-prints what a cluster costs against standalone.
+starts a throw-away 3-master Redis Cluster (``tests/support/servers.py``) and measures depcache
+on it against raw redis-py's ``RedisCluster`` for hit, miss+store k=5 and invalidate
+N=10,000, then prints what a cluster costs against standalone.
 
 Exit status: 0 when every measurement ran and every sanity check passed, 2 when a library cannot
 be imported, 3 when a library raised or misbehaved (the problems are printed and in the JSON).
@@ -1266,9 +1266,9 @@ def cluster_unavailable() -> str | None:
     if missing:
         return f"{', '.join(missing)} not installed"
     try:
-        import tests.servers  # noqa: F401, PLC0415 - needs mirakuru and port-for
+        import tests.support.servers  # noqa: F401, PLC0415 - needs mirakuru and port-for
     except ImportError as exc:
-        return f"cannot import tests.servers ({exc}; pip install mirakuru port-for)"
+        return f"cannot import tests.support.servers ({exc}; pip install mirakuru port-for)"
     return None
 
 
@@ -1281,7 +1281,7 @@ def run_cluster(
     if reason is not None:
         result.skipped = reason
         return result
-    from tests.servers import redis_cluster  # noqa: PLC0415
+    from tests.support.servers import redis_cluster  # noqa: PLC0415
 
     print(f"starting a throw-away {CLUSTER_MASTERS}-master Redis Cluster", flush=True)
     started = time.perf_counter()

@@ -1,1 +1,1 @@
-"""Runnable examples of depcache and depcache_celery; each is run by tests/test_examples.py."""
+"""Runnable examples of depcache and depcache_celery; each is run by tests/docs/test_examples.py."""

@@ -13,14 +13,14 @@ import redis
 
 import depcache
 import depcache.testing
-from tests.helpers import release_connections
+from tests.support.helpers import release_connections
 
 # Session fixtures that start extra Redis deployments (two standalone servers, a cluster),
 # brokers and workers, and a PostgreSQL with wal_level=logical for change data capture.
 pytest_plugins = [
-    "tests.server_fixtures",
-    "tests.celery_fixtures",
-    "tests.cdc_fixtures",
+    "tests.support.server_fixtures",
+    "tests.support.celery_fixtures",
+    "tests.support.cdc_fixtures",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

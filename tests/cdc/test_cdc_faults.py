@@ -19,17 +19,17 @@ import pytest
 import depcache
 from depcache.db import column_dependency
 from depcache_celery import install
-from tests.cdc_fixtures import (
+from tests.support.cdc_fixtures import (
     CdcPipeline,
     CdcProcess,
     PgDatabase,
     start_cdc,
     wait_streaming,
 )
-from tests.celery_fixtures import Names, embedded_worker, make_app, wait_for
-from tests.pg_server import PostgresServer
-from tests.servers import free_port
-from tests.tcp_proxy import TcpProxy
+from tests.support.celery_fixtures import Names, embedded_worker, make_app, wait_for
+from tests.support.pg_server import PostgresServer
+from tests.support.servers import free_port
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -240,7 +240,7 @@ def test_a_second_process_on_the_slot_waits_as_a_standby(
 @pytest.fixture
 def sync_standby_server() -> Iterator[PostgresServer]:
     """A server whose commits wait for a synchronous standby that never connects."""
-    from tests.pg_server import postgres_server  # noqa: PLC0415
+    from tests.support.pg_server import postgres_server  # noqa: PLC0415
 
     with postgres_server(
         wal_level="logical",
@@ -315,7 +315,7 @@ def test_events_wait_until_the_commit_is_visible(
 @pytest.fixture
 def small_wal_server() -> Iterator[PostgresServer]:
     """A server that removes a slot's WAL beyond 1 MB (``max_slot_wal_keep_size``)."""
-    from tests.pg_server import postgres_server  # noqa: PLC0415
+    from tests.support.pg_server import postgres_server  # noqa: PLC0415
 
     with postgres_server(
         wal_level="logical",

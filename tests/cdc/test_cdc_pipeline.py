@@ -13,8 +13,8 @@ import pytest
 
 import depcache
 from depcache.db import any_row_dependency, column_dependency, table_dependency
-from tests.cdc_fixtures import CdcPipeline
-from tests.celery_fixtures import wait_for
+from tests.support.cdc_fixtures import CdcPipeline
+from tests.support.celery_fixtures import wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import depcache.db.sqlalchemy as dsa
 from depcache import cache_with_deps
 from tests.cdc.test_cdc_pipeline import write_from_another_process
-from tests.cdc_fixtures import CdcPipeline
+from tests.support.cdc_fixtures import CdcPipeline
 
 pytestmark = pytest.mark.redis
 

@@ -15,7 +15,7 @@ from depcache.db import any_row_dependency, column_dependency, table_dependency
 from depcache_celery import BadMessage, install, parse_message
 from depcache_celery.worker.debezium import TOMBSTONE_EVENT, parse_envelope
 from tests.cdc.debezium_samples import payload, row, with_schema
-from tests.celery_fixtures import (
+from tests.support.celery_fixtures import (
     Names,
     embedded_worker,
     fill,

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 import depcache.db.sqlalchemy as dsa
 from depcache import RedisConfig, cache_with_deps, get_or_create_cache_manager
 from depcache_celery import install
-from tests.celery_fixtures import Names, embedded_worker, make_app, wait_for
 from tests.db.models import pk_get, seed
+from tests.support.celery_fixtures import Names, embedded_worker, make_app, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

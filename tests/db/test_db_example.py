@@ -3,7 +3,7 @@ table level, PostgreSQL per row, with Redis)."""
 
 from __future__ import annotations
 
-from tests.test_examples import example_env, run_example
+from tests.docs.test_examples import example_env, run_example
 
 
 def test_db_example_on_sqlite_in_memory_cache() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from depcache.db.analyser import Value
 from depcache.db.catalog import TableInfo
 from depcache.db.plans import ReadPlan, _Candidate, _Narrow, _reader
-from tests.strategies import examples
+from tests.support.strategies import examples
 
 USERS = TableInfo(
     "public",

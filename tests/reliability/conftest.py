@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.reliability.profile import PROFILE, Profile
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 
 @pytest.fixture(scope="session")

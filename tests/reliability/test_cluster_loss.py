@@ -28,8 +28,8 @@ from redis.crc import key_slot
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
 from tests.reliability.profile import PROFILE, write_report
-from tests.server_fixtures import _require_binaries
-from tests.servers import RedisServer, _wait_cluster_ok, redis_cluster
+from tests.support.server_fixtures import _require_binaries
+from tests.support.servers import RedisServer, _wait_cluster_ok, redis_cluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

@@ -5,7 +5,7 @@ read checked against the database's history (``db_checker.py``). A negative cont
 same traffic with read tracking switched off and must be caught.
 
 Servers: PostgreSQL with ``wal_level=logical`` (started for the session), Redis, RabbitMQ, a
-``depcache cdc`` process and an embedded worker (``tests/cdc_fixtures.py``).
+``depcache cdc`` process and an embedded worker (``tests/support/cdc_fixtures.py``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("sqlglot")
 
-from tests.cdc_fixtures import CdcPipeline
 from tests.reliability.db_checker import DbHistory, DbVerdict
 from tests.reliability.db_reads import QUERIES
 from tests.reliability.db_traffic import DbSetup, run_db_traffic
 from tests.reliability.db_workload import SCHEMA, seed_statements
 from tests.reliability.profile import PROFILE, Profile, write_report
+from tests.support.cdc_fixtures import CdcPipeline
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

@@ -25,7 +25,7 @@ from depcache.backends import RedisCacheBackend
 from depcache.backends.protocols import StandaloneProtocol
 from depcache.backends.runners import Command, lua_source
 from tests.reliability.profile import PROFILE, write_report
-from tests.servers import redis_server
+from tests.support.servers import redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

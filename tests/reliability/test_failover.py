@@ -23,8 +23,8 @@ from redis.crc import key_slot
 
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
-from tests.server_fixtures import _require_binaries
-from tests.servers import RedisServer, redis_cluster
+from tests.support.server_fixtures import _require_binaries
+from tests.support.servers import RedisServer, redis_cluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 

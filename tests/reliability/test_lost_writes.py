@@ -22,7 +22,7 @@ import redis
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps
 from tests.reliability.profile import PROFILE
-from tests.servers import RedisServer, redis_server
+from tests.support.servers import RedisServer, redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

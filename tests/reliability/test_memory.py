@@ -28,7 +28,7 @@ import redis
 import depcache
 from depcache import RedisConfig, add_dependency, cache_with_deps, set_cache_ttl
 from tests.reliability.profile import PROFILE, Profile, write_report
-from tests.servers import RedisServer, redis_server
+from tests.support.servers import RedisServer, redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

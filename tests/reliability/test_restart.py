@@ -22,7 +22,7 @@ from depcache import RedisConfig, add_dependency, cache_with_deps
 from tests.reliability.checker import History, ReadLog, SeenLog, WriteLog
 from tests.reliability.profile import PROFILE, Profile, write_report
 from tests.reliability.traffic import watch_l1
-from tests.servers import RedisServer, redis_server
+from tests.support.servers import RedisServer, redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout)]
 

@@ -22,8 +22,8 @@ from redis.cluster import RedisCluster
 
 from tests.reliability.profile import PROFILE, Profile, write_report
 from tests.reliability.traffic import Setup, run_threads
-from tests.server_fixtures import _require_binaries
-from tests.servers import RedisServer, _wait_cluster_ok, redis_cluster
+from tests.support.server_fixtures import _require_binaries
+from tests.support.servers import RedisServer, _wait_cluster_ok, redis_cluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(PROFILE.timeout + 60)]
 
