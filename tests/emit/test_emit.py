@@ -33,7 +33,7 @@ from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 
-TESTS = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def _router() -> Router:
@@ -344,7 +344,7 @@ def test_django_on_commit_in_a_real_django_process(
         "TEST_TABLE": f"django_{names.uid}",
     }
     result = subprocess.run(
-        [sys.executable, str(TESTS / "django_emit.py")],
+        [sys.executable, str(SUPPORT / "django_emit.py")],
         env=env,
         capture_output=True,
         text=True,
