@@ -266,35 +266,25 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
     there, the ORM's, Core's and ``text()``'s alike, with no SQLAlchemy event to dispatch."""
     dialect = engine.dialect
     template_of = database.template
-    original_execute = dialect.do_execute
-    original_many = dialect.do_executemany
     original_no_params = dialect.do_execute_no_params
 
-    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
-        frame = current_frame()
-        template = template_of(statement, True)
-        if not template.acts or context is None:  # a read (or nothing): no write to log
-            if frame is not None and template.reads and context is not None:
-                _read(database, frame, template, statement, parameters, context, True)
-            return original_execute(cursor, statement, parameters, context)
-        return _tracked(
-            database, is_async,
-            lambda: original_execute(cursor, statement, parameters, context),
-            frame, template, cursor, statement, parameters, context, False, True,
-        )  # fmt: skip
+    def with_parameters(original: Callable[..., Any], many: bool) -> Callable[..., Any]:
+        """``do_execute`` (``many`` False) or ``do_executemany`` over ``original``."""
 
-    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
-        frame = current_frame()
-        template = template_of(statement, True)
-        if not template.acts or context is None:
-            if frame is not None and template.reads and context is not None:
-                _read(database, frame, template, statement, parameters, context, True)
-            return original_many(cursor, statement, parameters, context)
-        return _tracked(
-            database, is_async,
-            lambda: original_many(cursor, statement, parameters, context),
-            frame, template, cursor, statement, parameters, context, True, True,
-        )  # fmt: skip
+        def execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+            frame = current_frame()
+            template = template_of(statement, True)
+            if not template.acts or context is None:  # a read (or nothing): no write to log
+                if frame is not None and template.reads and context is not None:
+                    _read(database, frame, template, statement, parameters, context, True)
+                return original(cursor, statement, parameters, context)
+            return _tracked(
+                database, is_async,
+                lambda: original(cursor, statement, parameters, context),
+                frame, template, cursor, statement, parameters, context, many, True,
+            )  # fmt: skip
+
+        return execute
 
     def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
         frame = current_frame()
@@ -309,8 +299,8 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
             frame, template, cursor, statement, None, context, False, False,
         )  # fmt: skip
 
-    dialect.do_execute = do_execute  # type: ignore[method-assign]
-    dialect.do_executemany = do_executemany  # type: ignore[method-assign]
+    dialect.do_execute = with_parameters(dialect.do_execute, False)  # type: ignore[method-assign]
+    dialect.do_executemany = with_parameters(dialect.do_executemany, True)  # type: ignore[method-assign]
     dialect.do_execute_no_params = do_execute_no_params  # type: ignore[method-assign]
 
 
