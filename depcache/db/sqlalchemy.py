@@ -307,36 +307,34 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
 def _wrap_dialect(engine: Engine, database: Database, is_async: bool) -> None:
     """Wrap the dialect's commit and rollback (per engine: each has its own dialect)."""
     dialect = engine.dialect
-    original_commit = dialect.do_commit
-    original_rollback = dialect.do_rollback
 
-    def info_of(dbapi_connection: Any) -> dict[Any, Any] | None:
+    def state_of(dbapi_connection: Any) -> ConnectionState | None:
         try:  # a pool's connection (the raw DB-API connection has no such dict)
             info = dbapi_connection.info
         except (AttributeError, NotImplementedError):  # the first connect's adapter
             return None
-        return info if isinstance(info, dict) else None
+        return info.get(_STATE) if isinstance(info, dict) else None
 
-    def do_commit(dbapi_connection: Any) -> None:
-        try:
-            original_commit(dbapi_connection)
-        finally:
-            info = info_of(dbapi_connection)
-            state = info.get(_STATE) if info is not None else None
-            if state is not None:
-                # delivered even when the commit raised: it may have committed all the same
-                writes = database.commit(state)
-                if writes is not None:
-                    _deliver(writes, is_async)
+    def ending(
+        original: Callable[[Any], None], settle: Callable[[ConnectionState], object]
+    ) -> Callable[..., None]:
+        """``do_commit`` or ``do_rollback`` over ``original``: then ``settle`` the state."""
 
-    def do_rollback(dbapi_connection: Any) -> None:
-        try:
-            original_rollback(dbapi_connection)
-        finally:
-            info = info_of(dbapi_connection)
-            state = info.get(_STATE) if info is not None else None
-            if state is not None:
-                database.rollback(state)
+        def end(dbapi_connection: Any) -> None:
+            try:
+                original(dbapi_connection)
+            finally:
+                state = state_of(dbapi_connection)
+                if state is not None:
+                    settle(state)
 
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        return end
+
+    def commit(state: ConnectionState) -> None:
+        # delivered even when the commit raised: it may have committed all the same
+        writes = database.commit(state)
+        if writes is not None:
+            _deliver(writes, is_async)
+
+    dialect.do_commit = ending(dialect.do_commit, commit)  # type: ignore[method-assign]
+    dialect.do_rollback = ending(dialect.do_rollback, database.rollback)  # type: ignore[method-assign]
