@@ -47,6 +47,18 @@ def _event(kind: CacheEventType, key: str, **fields: Any) -> Emit:
     return Emit(CacheEvent(kind, key, time.time(), **fields))
 
 
+def _failed(
+    spec: CallSpec, manager: CacheManager, key: str, exc: Exception, what: str
+) -> Generator[Operation, Any, None]:
+    """A backend or serializer step failed: emit an ERROR event, then raise ``exc`` unless the
+    decorator is silent, else log ``"depcache" + what`` (``%s``: the key) and the error."""
+    if manager.events.active:
+        yield _event(CacheEventType.ERROR, key, value=exc)
+    if not spec.silent:
+        raise exc
+    logger.warning("depcache" + what + ": %s", key, exc)
+
+
 def cache_flow(
     spec: CallSpec,
     manager: CacheManager,
@@ -119,11 +131,7 @@ def _look_up(
             try:
                 blob, epoch = yield Lookup(key)
             except Exception as exc:
-                if manager.events.active:
-                    yield _event(CacheEventType.ERROR, key, value=exc)
-                if not spec.silent:
-                    raise
-                logger.warning("depcache lookup failed for %s, computing: %s", key, exc)
+                yield from _failed(spec, manager, key, exc, " lookup failed for %s, computing")
                 return False, None, None
         if blob is None:
             return True, None, epoch
@@ -182,21 +190,13 @@ def _store(
         else:
             blob = encode_exception(manager.serializer, outcome, frame.dependencies, epoch)
     except SerializationError as exc:
-        if manager.events.active:
-            yield _event(CacheEventType.ERROR, key, value=exc)
-        if not spec.silent:
-            raise
-        logger.warning("depcache: %s not stored: %s", key, exc)
+        yield from _failed(spec, manager, key, exc, ": %s not stored")
         return False
     deps = frozenset(frame.own_dependencies())
     try:
         stored = bool((yield Store(key, blob, frame.ttl, deps, epoch)))
     except Exception as exc:
-        if manager.events.active:
-            yield _event(CacheEventType.ERROR, key, value=exc)
-        if not spec.silent:
-            raise
-        logger.warning("depcache store failed for %s: %s", key, exc)
+        yield from _failed(spec, manager, key, exc, " store failed for %s")
         return False
     if not stored:
         logger.debug("depcache: %s not stored, a dependency was invalidated meanwhile", key)

@@ -146,31 +146,20 @@ def _reader(candidate: _Candidate, prefix: str) -> Reader:
     if only is None or only.param is None or only.cast is not None or only.expand:
         return general
     key = only.param
-    if pg_type in _INTEGERS:
+    kind = int if pg_type in _INTEGERS else str if pg_type in _TEXTS else None
+    if kind is None:
+        return general
 
-        def integer(params: Any) -> list[str] | None:
-            try:
-                value = params[key]
-            except (KeyError, IndexError, TypeError):
-                return None
-            if type(value) is int:
-                return [prefix + str(value)]
-            return general(params)
+    def single(params: Any) -> list[str] | None:
+        try:
+            value = params[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+        if type(value) is kind:  # an int on an integer column, a str on a text one
+            return [prefix + str(value)]
+        return general(params)
 
-        return integer
-    if pg_type in _TEXTS:
-
-        def text(params: Any) -> list[str] | None:
-            try:
-                value = params[key]
-            except (KeyError, IndexError, TypeError):
-                return None
-            if type(value) is str:
-                return [prefix + value]
-            return general(params)
-
-        return text
-    return general
+    return single
 
 
 @dataclass(frozen=True)

@@ -266,35 +266,25 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
     there, the ORM's, Core's and ``text()``'s alike, with no SQLAlchemy event to dispatch."""
     dialect = engine.dialect
     template_of = database.template
-    original_execute = dialect.do_execute
-    original_many = dialect.do_executemany
     original_no_params = dialect.do_execute_no_params
 
-    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
-        frame = current_frame()
-        template = template_of(statement, True)
-        if not template.acts or context is None:  # a read (or nothing): no write to log
-            if frame is not None and template.reads and context is not None:
-                _read(database, frame, template, statement, parameters, context, True)
-            return original_execute(cursor, statement, parameters, context)
-        return _tracked(
-            database, is_async,
-            lambda: original_execute(cursor, statement, parameters, context),
-            frame, template, cursor, statement, parameters, context, False, True,
-        )  # fmt: skip
+    def with_parameters(original: Callable[..., Any], many: bool) -> Callable[..., Any]:
+        """``do_execute`` (``many`` False) or ``do_executemany`` over ``original``."""
 
-    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
-        frame = current_frame()
-        template = template_of(statement, True)
-        if not template.acts or context is None:
-            if frame is not None and template.reads and context is not None:
-                _read(database, frame, template, statement, parameters, context, True)
-            return original_many(cursor, statement, parameters, context)
-        return _tracked(
-            database, is_async,
-            lambda: original_many(cursor, statement, parameters, context),
-            frame, template, cursor, statement, parameters, context, True, True,
-        )  # fmt: skip
+        def execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+            frame = current_frame()
+            template = template_of(statement, True)
+            if not template.acts or context is None:  # a read (or nothing): no write to log
+                if frame is not None and template.reads and context is not None:
+                    _read(database, frame, template, statement, parameters, context, True)
+                return original(cursor, statement, parameters, context)
+            return _tracked(
+                database, is_async,
+                lambda: original(cursor, statement, parameters, context),
+                frame, template, cursor, statement, parameters, context, many, True,
+            )  # fmt: skip
+
+        return execute
 
     def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
         frame = current_frame()
@@ -309,44 +299,42 @@ def _wrap_execute(engine: Engine, database: Database, is_async: bool) -> None:
             frame, template, cursor, statement, None, context, False, False,
         )  # fmt: skip
 
-    dialect.do_execute = do_execute  # type: ignore[method-assign]
-    dialect.do_executemany = do_executemany  # type: ignore[method-assign]
+    dialect.do_execute = with_parameters(dialect.do_execute, False)  # type: ignore[method-assign]
+    dialect.do_executemany = with_parameters(dialect.do_executemany, True)  # type: ignore[method-assign]
     dialect.do_execute_no_params = do_execute_no_params  # type: ignore[method-assign]
 
 
 def _wrap_dialect(engine: Engine, database: Database, is_async: bool) -> None:
     """Wrap the dialect's commit and rollback (per engine: each has its own dialect)."""
     dialect = engine.dialect
-    original_commit = dialect.do_commit
-    original_rollback = dialect.do_rollback
 
-    def info_of(dbapi_connection: Any) -> dict[Any, Any] | None:
+    def state_of(dbapi_connection: Any) -> ConnectionState | None:
         try:  # a pool's connection (the raw DB-API connection has no such dict)
             info = dbapi_connection.info
         except (AttributeError, NotImplementedError):  # the first connect's adapter
             return None
-        return info if isinstance(info, dict) else None
+        return info.get(_STATE) if isinstance(info, dict) else None
 
-    def do_commit(dbapi_connection: Any) -> None:
-        try:
-            original_commit(dbapi_connection)
-        finally:
-            info = info_of(dbapi_connection)
-            state = info.get(_STATE) if info is not None else None
-            if state is not None:
-                # delivered even when the commit raised: it may have committed all the same
-                writes = database.commit(state)
-                if writes is not None:
-                    _deliver(writes, is_async)
+    def ending(
+        original: Callable[[Any], None], settle: Callable[[ConnectionState], object]
+    ) -> Callable[..., None]:
+        """``do_commit`` or ``do_rollback`` over ``original``: then ``settle`` the state."""
 
-    def do_rollback(dbapi_connection: Any) -> None:
-        try:
-            original_rollback(dbapi_connection)
-        finally:
-            info = info_of(dbapi_connection)
-            state = info.get(_STATE) if info is not None else None
-            if state is not None:
-                database.rollback(state)
+        def end(dbapi_connection: Any) -> None:
+            try:
+                original(dbapi_connection)
+            finally:
+                state = state_of(dbapi_connection)
+                if state is not None:
+                    settle(state)
 
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        return end
+
+    def commit(state: ConnectionState) -> None:
+        # delivered even when the commit raised: it may have committed all the same
+        writes = database.commit(state)
+        if writes is not None:
+            _deliver(writes, is_async)
+
+    dialect.do_commit = ending(dialect.do_commit, commit)  # type: ignore[method-assign]
+    dialect.do_rollback = ending(dialect.do_rollback, database.rollback)  # type: ignore[method-assign]

@@ -39,34 +39,33 @@ def first_keyword(sql: str) -> str:
     return match.group(1).upper() if match else ""
 
 
-def _skip_quoted(sql: str, i: int) -> int | None:  # noqa: PLR0911, PLR0912  # one branch per quoting
+def _close_quote(sql: str, i: int, quote: str, backslash: bool) -> int:
+    """The index just past the span ``quote`` opens at ``i`` (a doubled ``quote`` and, with
+    ``backslash``, a backslash-escaped character stay inside); ``len(sql)`` if it never closes."""
+    n = len(sql)
+    j = i + 1
+    while j < n:
+        if backslash and sql[j] == "\\":
+            j += 2
+            continue
+        if sql[j] == quote:
+            if j + 1 < n and sql[j + 1] == quote:
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    return n
+
+
+def _skip_quoted(sql: str, i: int) -> int | None:  # one branch per quoting
     """If a quoted span or comment starts at ``i``, the index just past it, else None."""
     ch = sql[i]
     n = len(sql)
-    if ch == "'":
+    if ch == "'":  # a string; E'...' also escapes with backslashes
         backslash = i > 0 and sql[i - 1] in "eE" and (i < 2 or not sql[i - 2].isalnum())
-        j = i + 1
-        while j < n:
-            if backslash and sql[j] == "\\":
-                j += 2
-                continue
-            if sql[j] == "'":
-                if j + 1 < n and sql[j + 1] == "'":
-                    j += 2
-                    continue
-                return j + 1
-            j += 1
-        return n
-    if ch == '"':
-        j = i + 1
-        while j < n:
-            if sql[j] == '"':
-                if j + 1 < n and sql[j + 1] == '"':
-                    j += 2
-                    continue
-                return j + 1
-            j += 1
-        return n
+        return _close_quote(sql, i, ch, backslash)
+    if ch == '"':  # a quoted identifier
+        return _close_quote(sql, i, ch, False)
     if ch == "-" and sql.startswith("--", i):
         end = sql.find("\n", i)
         return n if end < 0 else end + 1
