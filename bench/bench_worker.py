@@ -3,7 +3,7 @@
 latency from publish to invalidated on every manager (issues 5 and 16); with ``--scale``,
 several worker processes and queues; with ``--deployments N``, one worker on N Redis servers.
 
-    python bench/bench_worker.py [--broker URL] [--redis-url URL] [--quick] [--json out.json]
+    python -m bench.bench_worker [--broker URL] [--redis-url URL] [--quick] [--json out.json]
                                  [--markdown [PATH]] [--worker-pool solo|prefork|threads]
                                  [--scale] [--deployments N]
 
@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.metadata
 import itertools
 import json
 import math
@@ -75,19 +74,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import redis
+from celery import Celery
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+import depcache
+import depcache_celery
+
+try:
+    from bench import _harness as h
+    from bench._harness import Document, Table
+except ModuleNotFoundError as exc:  # run as a file: bench is not importable then
+    if exc.name != "bench":
+        raise
+    raise SystemExit("run it from the checkout as a module: python -m bench.bench_worker") from None
+
+#: the checkout: the worker processes it starts import bench's modules from it (PYTHONPATH)
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # python bench/bench_worker.py from a checkout (the worker too)
-    sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
-from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
-
-import depcache  # noqa: E402
-import depcache_celery  # noqa: E402
-from bench._output import Document, Table  # noqa: E402
 
 KOMBU = "kombu consumer"
 BUS = "depcache_celery bus consumer"
@@ -1158,7 +1162,7 @@ def run_scale(run: Run, settings: Settings, t0: float) -> tuple[list[ScaleDrain]
                 if drain.error:
                     problems.append(f"[scale {label}, drain {rnd + 1}] {drain.error}")
                 print(
-                    f"  {_num(drain.rate, ',.0f')} events/s, {drain.invalidated:,} invalidated, "
+                    f"  {h.num(drain.rate, ',.0f')} events/s, {drain.invalidated:,} invalidated, "
                     f"deliveries {drain.deliveries}, duplicates {drain.duplicates}",
                     flush=True,
                 )
@@ -1304,10 +1308,6 @@ def run_deployments(
 # --------------------------------------------------------------------------------------------
 
 
-def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
-    return "-" if value is None else format(value * scale, spec)
-
-
 def _load(meta: dict[str, Any]) -> str:
     values = [meta.get("load_average_before"), meta.get("load_average_after")]
     if any(v is None for v in values):
@@ -1427,16 +1427,16 @@ def throughput_section(
         table.add(
             [
                 name + (" (ERROR)" if r.error else ""),
-                _num(r.median, ",.0f"),
+                h.num(r.median, ",.0f"),
                 _range(r.rates, ",.0f"),
-                _num(rat, ".2f"),
+                h.num(rat, ".2f"),
                 target,
-                _num(r.cpu_per_event, ".1f", 1e6),
+                h.num(r.cpu_per_event, ".1f", 1e6),
                 _range(r.cpus, ".1f", 1e6),
-                _num(cpu_rat, ".2f"),
+                h.num(cpu_rat, ".2f"),
                 cpu_target,
                 f"{sum(d.events for d in r.drains):,}",
-                _num(statistics.mean(batches) if batches else None, ".1f"),
+                h.num(statistics.mean(batches) if batches else None, ".1f"),
                 str(max((d.max_batch for d in r.drains), default=0)),
                 f"{sum(d.invalidated for d in r.drains):,}",
                 "-" if name == KOMBU else f"{removed:,}/{written:,}",
@@ -1490,13 +1490,13 @@ def throughput_section(
         ltable.add(
             [
                 lat.path + (" (ERROR)" if lat.error else ""),
-                _num(lat.achieved_rate, ".0f"),
+                h.num(lat.achieved_rate, ".0f"),
                 str(len(lat.latencies)),
-                _num(lat.pct(0.5), ".2f", 1e3),
-                _num(lat.pct(0.9), ".2f", 1e3),
-                _num(p99, ".2f", 1e3),
-                _num(max(lat.latencies) if lat.latencies else None, ".2f", 1e3),
-                _num(min(lat.latencies) if lat.latencies else None, ".2f", 1e3),
+                h.num(lat.pct(0.5), ".2f", 1e3),
+                h.num(lat.pct(0.9), ".2f", 1e3),
+                h.num(p99, ".2f", 1e3),
+                h.num(max(lat.latencies) if lat.latencies else None, ".2f", 1e3),
+                h.num(min(lat.latencies) if lat.latencies else None, ".2f", 1e3),
                 target,
                 str(lat.lost),
             ]
@@ -1560,11 +1560,11 @@ def scale_section(doc: Document, drains: list[ScaleDrain], meta: dict[str, Any])
             [
                 scale_label(queues, workers) + (" (ERROR)" if any(d.error for d in group) else ""),
                 str(queues * workers),
-                _num(rate, ",.0f"),
+                h.num(rate, ",.0f"),
                 _range(rates, ",.0f"),
-                _num(rate / base if rate and base else None, ".2f"),
-                _num(statistics.median(cpus) if cpus else None, ".1f", 1e6),
-                _num(max(ramps) if ramps else None, ".1f"),
+                h.num(rate / base if rate and base else None, ".2f"),
+                h.num(statistics.median(cpus) if cpus else None, ".1f", 1e6),
+                h.num(max(ramps) if ramps else None, ".1f"),
                 f"{sum(d.events for d in group):,}",
                 "-" if None in deliveries else f"{sum(d or 0 for d in deliveries):,}",
                 f"{sum(d.applied for d in group):,}",
@@ -1637,16 +1637,16 @@ def deployments_section(doc: Document, dep: DeploymentsResult, meta: dict[str, A
     table.add(
         [
             str(dep.deployments),
-            _num(d.rate if d else None, ",.0f"),
-            _num(d.cpu_per_event if d else None, ".1f", 1e6),
-            _num(d.mean_batch if d else None, ".1f"),
+            h.num(d.rate if d else None, ",.0f"),
+            h.num(d.cpu_per_event if d else None, ".1f", 1e6),
+            h.num(d.mean_batch if d else None, ".1f"),
             f"{d.invalidated:,}/{d.events:,}" if d else "-",
             f"{removed:,}/{d.entries_written * dep.deployments:,}" if d else "-",
-            _num(lat.achieved_rate if lat else None, ".0f"),
-            _num(lat.pct(0.5) if lat else None, ".2f", 1e3),
-            _num(lat.pct(0.9) if lat else None, ".2f", 1e3),
-            _num(p99, ".2f", 1e3),
-            _num(max(lat.latencies) if lat and lat.latencies else None, ".2f", 1e3),
+            h.num(lat.achieved_rate if lat else None, ".0f"),
+            h.num(lat.pct(0.5) if lat else None, ".2f", 1e3),
+            h.num(lat.pct(0.9) if lat else None, ".2f", 1e3),
+            h.num(p99, ".2f", 1e3),
+            h.num(max(lat.latencies) if lat and lat.latencies else None, ".2f", 1e3),
             target,
             str(lat.lost) if lat else "-",
         ]
@@ -1793,13 +1793,6 @@ def latency_json(lat: Latency, target_ms: float | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def source_state() -> str | None:
     """The checkout's commit, and whether depcache or depcache_celery differ from it (the
     benchmark measures the code in the working tree)."""
@@ -1821,13 +1814,6 @@ def source_state() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head} (with uncommitted changes to depcache/depcache_celery)" if dirty else head
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def broker_info(url: str) -> tuple[str, str]:
@@ -1943,8 +1929,8 @@ def run_benchmark(
                 if drain.error:
                     problems.append(f"[{name}, drain {rnd + 1}] {drain.error}")
                 print(
-                    f"  {_num(drain.rate, ',.0f')} events/s, {drain.invalidated:,} invalidated, "
-                    f"{_num(drain.mean_batch, '.1f')} events/batch",
+                    f"  {h.num(drain.rate, ',.0f')} events/s, {drain.invalidated:,} invalidated, "
+                    f"{h.num(drain.mean_batch, '.1f')} events/batch",
                     flush=True,
                 )
     finally:
@@ -1956,8 +1942,8 @@ def run_benchmark(
         if lat.error:
             problems.append(f"[latency, {lat.path}] {lat.error}")
         print(
-            f"  latency {lat.path}: p50 {_num(lat.pct(0.5), '.2f', 1e3)} ms, p99 "
-            f"{_num(lat.pct(0.99), '.2f', 1e3)} ms",
+            f"  latency {lat.path}: p50 {h.num(lat.pct(0.5), '.2f', 1e3)} ms, p99 "
+            f"{h.num(lat.pct(0.99), '.2f', 1e3)} ms",
             flush=True,
         )
     return results, latencies, problems
@@ -2033,11 +2019,11 @@ def main(argv: list[str] | None = None) -> int:
         # batch, leaving no rate to measure; 50 keeps several batches
         args.worker_prefetch or (50 if args.quick else depcache_celery.Settings().prefetch_count),
     )
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = h.load_average()
     run.write_modules()
     print(
         f"worker benchmark ({'quick' if args.quick else 'full'}) on "
-        f"{_redacted(run.broker)}: names dcbench.{uid}.*, keys {run.prefix}-*",
+        f"{h.mask_url(run.broker)}: names dcbench.{uid}.*, keys {run.prefix}-*",
         flush=True,
     )
     broker_name, broker_version = broker_info(run.broker)
@@ -2063,15 +2049,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     problems += [f"[cleanup] could not delete {what}" for what in undeleted]
     meta: dict[str, Any] = {
-        "broker": _redacted(run.broker),
+        "broker": h.mask_url(run.broker),
         "broker_name": broker_name,
         "broker_version": broker_version,
-        "redis_url": _redacted(run.redis_url),
+        "redis_url": h.mask_url(run.redis_url),
         "redis_server": server.get("redis_version"),
-        "celery": _version("celery"),
-        "kombu": _version("kombu"),
+        "celery": h.version("celery"),
+        "kombu": h.version("kombu"),
         "redis_py": redis.__version__,
-        "depcache": _version("depcache"),
+        "depcache": h.version("depcache"),
         "source": source_state(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -2081,7 +2067,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_prefetch": run.worker_prefetch,
         "managers": run.prefixes,
         "load_average_before": load_before,
-        "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_after": h.load_average(),
         "quick": args.quick,
         "settings": settings.__dict__,
         "run_uid": uid,
@@ -2104,7 +2090,7 @@ def main(argv: list[str] | None = None) -> int:
             args.markdown = str(
                 DEFAULT_SCALE_MARKDOWN if args.scale or args.deployments else DEFAULT_MARKDOWN
             )
-        command = "python bench/bench_worker.py" + (" --quick" if args.quick else "")
+        command = "python -m bench.bench_worker" + (" --quick" if args.quick else "")
         command += " --scale" if args.scale else ""
         command += f" --deployments {args.deployments}" if args.deployments else ""
         if run.pool != "solo":

@@ -1,4 +1,4 @@
-"""Smoke test of the worker benchmark: `bench/bench_worker.py --quick` runs against the real
+"""Smoke test of the worker benchmark: `python -m bench.bench_worker --quick` runs against the real
 RabbitMQ and Redis, reports every path, and every event it published was invalidated on both
 managers; `--quick --scale --deployments 3` runs several real worker processes on one queue and
 on several queues, and one worker on three redis-server processes it starts, and loses nothing.
@@ -18,7 +18,7 @@ import redis
 from kombu import Connection
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench" / "bench_worker.py"
+BENCH = "bench.bench_worker"  # run as a module from the checkout (cwd=ROOT)
 
 PATHS = ["kombu consumer", "depcache_celery bus consumer", "one Celery task per event"]
 LATENCY_PATHS = ["depcache_celery bus consumer", "one Celery task per event"]
@@ -36,7 +36,7 @@ def test_quick_worker_benchmark_invalidates_every_event(
     markdown = tmp_path / "worker.md"
     proc = subprocess.run(
         [
-            *(sys.executable, str(BENCH), "--quick"),
+            *(sys.executable, "-m", BENCH, "--quick"),
             *("--broker", rabbitmq_url, "--redis-url", redis_url),
             *("--json", str(out), "--markdown", str(markdown)),
         ],
@@ -127,7 +127,7 @@ def test_quick_scale_and_deployments_lose_nothing(
     markdown = tmp_path / "scale.md"
     proc = subprocess.run(
         [
-            *(sys.executable, str(BENCH), "--quick", "--scale", "--deployments", "3"),
+            *(sys.executable, "-m", BENCH, "--quick", "--scale", "--deployments", "3"),
             *("--broker", rabbitmq_url, "--redis-url", redis_url),
             *("--json", str(out), "--markdown", str(markdown)),
         ],
