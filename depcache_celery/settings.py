@@ -15,9 +15,10 @@ the same name in upper case is read; else the default applies.
   durable queue malformed messages, and failed shares past their retry age, go to.
 - ``depcache_max_message_bytes`` (``DEPCACHE_MAX_MESSAGE_BYTES``), ``65536``: larger messages are
   dead-lettered.
-- ``depcache_prefetch_count`` (``DEPCACHE_PREFETCH_COUNT``), ``500``: unacknowledged event
+- ``depcache_prefetch_count`` (``DEPCACHE_PREFETCH_COUNT``), ``1000``: unacknowledged event
   messages the worker holds at once (so the largest batch, and the work in flight; larger
-  batches cost less per event: see bench/README.md).
+  batches cost less per event: see bench/README.md). Bounds what a crashed worker leaves to be
+  delivered again and what it buffers (at most this many times ``depcache_max_message_bytes``).
 - ``depcache_batch_window`` (``DEPCACHE_BATCH_WINDOW``), ``0.01`` on a Redis broker, else ``0``:
   seconds the worker waits after a message arrives for more to join its batch. A batch is also
   never smaller than what the broker delivered together, plus whatever arrived while the previous
@@ -147,7 +148,7 @@ class Settings:
     binding_keys: tuple[str, ...] = ("#",)
     dead_letter_queue: str = "depcache.events.dead"
     max_message_bytes: int = 65536
-    prefetch_count: int = 500
+    prefetch_count: int = 1000
     batch_window: float | None = None
     retry_backoff_max: float = 60.0
     retry_max_age: float = 3600.0

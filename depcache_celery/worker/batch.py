@@ -25,6 +25,7 @@ stops the worker consuming.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from .. import tracing
 from ..bus import PUBLISHED_AT_HEADER
 from . import deadletter, metrics
 from .counters import Stats, stats
-from .fanout import FanoutReport, apply, unique
+from .fanout import FanoutReport, apply, apply_one, unique
 from .logfields import fields
 from .messages import BadMessage, parse_message
 from .router import EventError, Router
@@ -452,7 +453,11 @@ class BatchProcessor:
 
 
 def _apply_one(dependencies: list[str], manager: str) -> FanoutReport:
-    return apply(dependencies, [manager])
+    return apply_one(dependencies, manager)
+
+
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+"""A lane's share span while tracing is off (what :func:`tracing.span` yields then, for less)."""
 
 
 class Job:
@@ -560,15 +565,18 @@ class Lanes:
 
     def _run(self, lane: _Lane) -> None:
         """A lane's thread: apply its jobs; once it has none, signal ``on_idle`` and wait up to
-        :data:`LANE_IDLE_SECONDS` for more before ending."""
+        :data:`LANE_IDLE_SECONDS` for more before ending.
+
+        The lanes share one lock (a job's report is filled in by all its lanes): a lane takes it
+        once per round of jobs (to hand their results back and take the next ones) and once to
+        wait, so that lanes woken together by one job contend for it as little as possible."""
+        with self._lock:
+            jobs, lane.pending = lane.pending, []
+            if not jobs:
+                lane.busy = False
         while True:
-            with self._lock:
-                jobs, lane.pending = lane.pending, []
-                if not jobs:
-                    lane.busy = False
-            if jobs:
-                self._apply(lane.name, jobs)
-                continue
+            while jobs:
+                jobs = self._apply(lane, jobs)
             if self._on_idle is not None:
                 try:
                     self._on_idle()
@@ -578,8 +586,12 @@ class Lanes:
                 if not lane.work.wait_for(lambda: bool(lane.pending), LANE_IDLE_SECONDS):
                     lane.alive = False
                     return
+                jobs, lane.pending = lane.pending, []
 
-    def _apply(self, name: str, jobs: list[Job]) -> None:
+    def _apply(self, lane: _Lane, jobs: list[Job]) -> list[Job]:
+        """Apply ``jobs`` on the lane's manager and hand their results back; return the jobs
+        queued on the lane meanwhile (none: the lane is no longer busy)."""
+        name = lane.name
         deps = unique(dep for job in jobs for dep in job.dependencies)
         removed = 0
         error: Exception | None = None
@@ -588,18 +600,20 @@ class Lanes:
         # per-event lists are built only for the span and the debug line that read them
         traced = tracing.enabled()
         spans = [tracing.context_of(b.span) for b in batches if b.span is not None]
-        with tracing.span(
-            f"depcache.share {name}",
-            "INTERNAL",
-            {
-                "depcache.manager": name,
-                "depcache.dependencies.count": len(deps),
-                "depcache.event_ids": [i for b in batches for i in b.event_ids if i],
-            }
+        with (
+            tracing.span(
+                f"depcache.share {name}",
+                "INTERNAL",
+                {
+                    "depcache.manager": name,
+                    "depcache.dependencies.count": len(deps),
+                    "depcache.event_ids": [i for b in batches for i in b.event_ids if i],
+                },
+                parent=spans[0] if spans else None,
+                links=spans[1:],
+            )
             if traced
-            else {},
-            parent=spans[0] if spans else None,
-            links=spans[1:],
+            else _NO_SPAN
         ) as share:
             try:
                 report = self._apply_one(deps, name)
@@ -642,8 +656,12 @@ class Lanes:
                 job.remaining.discard(name)
                 if not job.remaining:
                     finished.append(job)
+            more, lane.pending = lane.pending, []
+            if not more:
+                lane.busy = False
         for job in finished:
             try:
                 self._on_done(job)
             except Exception:
                 logger.exception("depcache_celery: could not hand back a finished batch")
+        return more

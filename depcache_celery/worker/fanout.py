@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import depcache
 
-__all__ = ["FanoutReport", "apply", "in_fanout", "unique"]
+__all__ = ["FanoutReport", "apply", "apply_one", "in_fanout", "unique"]
 
 _in_fanout: ContextVar[bool] = ContextVar("depcache_celery_in_fanout", default=False)
 
@@ -112,4 +112,31 @@ def apply(deps: Iterable[str], managers: Iterable[str] | None = None) -> FanoutR
     report.removed = dict(result.removed)
     for name, error in result.errors.items():
         report.errors[name] = error if isinstance(error, Exception) else RuntimeError(repr(error))
+    return report
+
+
+def apply_one(deps: Iterable[str], manager: str) -> FanoutReport:
+    """``apply(deps, [manager])``, for the worker's lanes (one call per manager per share): the
+    same report, without the fan-out's bookkeeping (one registry snapshot instead of two, no
+    per-call report of :func:`depcache.invalidate`); the manager's invalidation runs in this
+    thread, as :func:`depcache.invalidate` runs a single target.
+
+    Raises:
+        TypeError: a dependency is not a non-empty string.
+    """
+    dependencies = unique(deps)
+    report = FanoutReport(dependencies)
+    if not dependencies:
+        return report
+    target = depcache.registered_managers().get(manager)
+    if target is None:
+        report.unknown = [manager]
+        return report
+    token = _in_fanout.set(True)
+    try:
+        report.removed[manager] = target.invalidate_dependencies(*dependencies)
+    except Exception as exc:
+        report.errors[manager] = exc
+    finally:
+        _in_fanout.reset(token)
     return report
