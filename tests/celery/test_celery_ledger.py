@@ -208,3 +208,30 @@ def test_a_batch_without_a_channel_is_acknowledged_one_by_one() -> None:
     assert ledger.multiple_ack_tag(m) == 2
     assert ack_batch(ledger, m) == 2
     assert acked == [1, 2]
+
+
+def test_messages_streaming_in_gather_for_the_stream_window_and_a_lone_one_is_not_held() -> None:
+    clock = Clock()
+    ledger: Ledger[Message] = Ledger(stream=0.002, clock=clock)
+    m = _deliveries(Channel(), 4)
+    assert ledger.add(m[0]) == 0.0  # nothing taken before: a lone message is due at once
+    assert ledger.take(_never) == [m[0]]
+    clock.advance(0.001)  # the next one streams in right behind the batch just taken
+    assert ledger.add(m[1]) == 0.002
+    assert ledger.add(m[2]) is None
+    assert ledger.take(_never) is None  # still gathering
+    clock.advance(0.002)
+    assert ledger.take(_never) == [m[1], m[2]]
+    clock.advance(0.010)  # after a longer gap: not held
+    assert ledger.add(m[3]) == 0.0
+    assert ledger.take(_never) == [m[3]]
+
+
+def test_a_configured_window_wins_over_the_stream_window() -> None:
+    clock = Clock()
+    ledger: Ledger[Message] = Ledger(window=0.5, stream=0.002, clock=clock)
+    m = _deliveries(Channel(), 2)
+    assert ledger.add(m[0]) == 0.5
+    clock.advance(0.5)
+    assert ledger.take(_never) == [m[0]]
+    assert ledger.add(m[1]) == 0.5

@@ -10,7 +10,7 @@ import pytest
 import depcache
 import depcache_celery
 from depcache_celery import BadMessage, EventError, Router, Settings, parse_message
-from depcache_celery.worker.fanout import apply
+from depcache_celery.worker.fanout import apply, apply_one, in_fanout
 
 # --- router ---------------------------------------------------------------------------------------
 
@@ -243,3 +243,31 @@ def test_fanout_reports_per_manager_and_never_raises(prefix: str) -> None:
     assert apply([]).ok
     with pytest.raises(TypeError):
         apply([""])
+
+
+def test_one_managers_share_reports_as_the_fanout_does(prefix: str) -> None:
+    """apply_one (the worker's lanes: one call per manager) against apply(deps, [manager])."""
+    good = _memory_manager(f"{prefix}good")
+    config = depcache.ConfigBase(prefix=f"{prefix}bad")
+    depcache.get_or_create_cache_manager(
+        name=f"{prefix}bad", config=config, backend=_Broken(config)
+    )
+    seen: list[bool] = []
+    good.events.on(depcache.CacheEventType.INVALIDATE, lambda event: seen.append(in_fanout()))
+    for name in (f"{prefix}good", f"{prefix}bad", "nope"):
+        good.set("k", 1, dependencies={"user:1"})
+        one = apply_one(["user:1", "user:1"], name)
+        good.set("k", 1, dependencies={"user:1"})
+        both = apply(["user:1", "user:1"], managers=[name])
+        assert one.dependencies == both.dependencies == ["user:1"]
+        assert one.removed == both.removed
+        assert one.unknown == both.unknown
+        assert one.failed == both.failed
+        assert {n: str(e) for n, e in one.errors.items()} == {
+            n: str(e) for n, e in both.errors.items()
+        }
+    assert seen == [True, True]  # the manager invalidated inside the fan-out, both ways
+    assert not in_fanout()
+    assert apply_one([], "nope").ok
+    with pytest.raises(TypeError):
+        apply_one([""], f"{prefix}good")
