@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._json import dumps as fast_dumps
 from ._json import strict_loads
 
 __all__ = [
@@ -86,7 +87,11 @@ class Announcer:
             "origin": process_origin(),
             "ts": round(time.time(), 6),
         }
-        return json.dumps(fields, separators=(",", ":"))[:-1] + ',"removed":'
+        try:  # orjson when installed (a tenth of the cost), UTF-8 like the rest of the message
+            text = fast_dumps(fields).decode()
+        except (TypeError, ValueError):  # e.g. a lone surrogate: escaped by the stdlib
+            text = json.dumps(fields, separators=(",", ":"))
+        return text[:-1] + ',"removed":'
 
     def message(self, dependencies: Iterable[str], removed: int) -> str:
         """The whole message."""

@@ -17,6 +17,7 @@ protocols read them with tolerant helpers (:func:`as_int`, :func:`as_float`).
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import cache
 from pathlib import Path
@@ -142,9 +143,7 @@ def _bytes(part: Any) -> bytes:
     return str(part).encode()
 
 
-def pack(commands: list[Command]) -> bytes:
-    """``commands`` as RESP, as one write (redis-py's packer encodes each argument through
-    several layers: measured, a tenth of a cluster hit, more for a store's many arguments)."""
+def _python_pack(commands: list[Command]) -> bytes:
     out = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
@@ -152,6 +151,29 @@ def pack(commands: list[Command]) -> bytes:
             data = _bytes(part)
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def _hiredis_packer() -> Callable[[Command], bytes] | None:
+    try:
+        return importlib.import_module("hiredis").pack_command  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # pragma: no cover - the hiredis extra is optional
+        return None
+
+
+_pack_command = _hiredis_packer()
+
+
+def pack(commands: list[Command]) -> bytes:
+    """``commands`` as RESP, as one write (redis-py's packer encodes each argument through
+    several layers: measured, a tenth of a cluster hit, more for a store's many arguments).
+    With hiredis installed its C packer does it (about twice as fast on an invalidation's
+    arguments); arguments are ``bytes``, ``str`` (UTF-8) and ``int``."""
+    if _pack_command is not None:
+        try:
+            return b"".join([_pack_command(tuple(command)) for command in commands])
+        except (TypeError, UnicodeError):  # hiredis refuses a type: the Python packer decides
+            pass
+    return _python_pack(commands)
 
 
 def _scripted(errors: dict[int, ResponseError]) -> list[int]:
