@@ -4,7 +4,8 @@
 -- keep a small index in Redis's compact encoding (members of at most 64 bytes).
 -- index: the key, entry: the member, score: its expiry in ms or '+inf', now: ms,
 -- sweep: whether this call also drops members that expired, salt: a number that varies between
--- calls (which members it checks for entries deleted or evicted otherwise), or nil on a cluster,
+-- calls (whether, one call in four of those that sweep, and which members it checks for entries
+-- deleted or evicted otherwise), or nil on a cluster,
 -- where a script may not read the entries (other slots), entries: the entry prefix (P:k:)
 local function index_entry(index, entry, score, now, sweep, salt, entries)
   redis.call('ZADD', index, score, entry)
@@ -18,15 +19,18 @@ local function index_entry(index, entry, score, now, sweep, salt, entries)
     return
   end
   -- members whose entries expired, or were deleted or evicted, leave their names behind: about
-  -- one store in four sweeps the index, so that it cannot grow without bound
+  -- one store in four drops the expired ones, so that the index cannot grow without bound, and
+  -- one in sixteen also checks 16 names for entries gone otherwise (as many names per store as
+  -- checking 4 in every fourth, at a quarter of the commands: measured, the check was a tenth
+  -- of a standalone miss's time on the server)
   redis.call('ZREMRANGEBYSCORE', index, '(0', now)
-  if not salt then
+  if not salt or salt % 16 ~= 0 then
     return
   end
   local size = redis.call('ZCARD', index)
   if size > 32 then
-    local from = 1 + salt % (size - 4)
-    local members = redis.call('ZRANGE', index, from, from + 3)
+    local from = 1 + salt % (size - 16)
+    local members = redis.call('ZRANGE', index, from, from + 15)
     local keys = {}
     for i, member in ipairs(members) do
       keys[i] = entries .. member
