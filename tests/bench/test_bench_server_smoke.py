@@ -1,0 +1,67 @@
+"""Smoke test of the server-time benchmark: ``python -m bench.bench_server --quick`` runs against
+the test Redis and reports both sides with a server time. It asserts no timings: only that the
+benchmark works and measured something on each side.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.redis
+
+
+def test_quick_server_benchmark_reports_both_sides(tmp_path: Path, redis_url: str) -> None:
+    out = tmp_path / "server.json"
+    markdown = tmp_path / "server.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_server",
+            "--quick",
+            "--redis-url",
+            redis_url,
+            "--json",
+            str(out),
+            "--markdown",
+            str(markdown),
+        ],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    results = data["results"]
+    assert set(results) == {"depcache", "redis-py:cache-aside"}
+    for side, measured in results.items():
+        assert measured["cpu"], side
+        assert all(v > 0 for v in measured["cpu"]), side
+        assert measured["server"], side
+        assert all(v > 0 for v in measured["server"]), side
+    # depcache's scripts run commands inside them; cache-aside sends its own
+    assert all(v > 0 for v in results["depcache"]["inside"])
+    assert "A standalone miss: client CPU and server time per operation" in markdown.read_text()
+    assert "redis-py:cache-aside" in proc.stdout
+
+
+def test_run_as_a_file_says_how_to_run_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_server.py")],
+        cwd=ROOT / "bench",
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "python -m bench.bench_server" in proc.stderr
