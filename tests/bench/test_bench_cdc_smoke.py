@@ -5,13 +5,11 @@ both managers (the benchmark checks each one). It asserts no timings."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench_runs import run_bench
 
 pytestmark = pytest.mark.redis
 
@@ -20,18 +18,11 @@ def test_quick_cdc_benchmark_invalidates_every_row(
     tmp_path: Path, redis_url: str, rabbitmq_url: str, logical_postgres: object
 ) -> None:
     out = tmp_path / "cdc.json"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.bench_cdc", "--quick"),
-            *("--broker", rabbitmq_url, "--redis-url", redis_url, "--json", str(out)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
+    run_bench(
+        "bench.bench_cdc",
+        "--quick",
+        *("--broker", rabbitmq_url, "--redis-url", redis_url, "--json", str(out)),
     )
-    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     data = json.loads(out.read_text())
     assert data["problems"] == []
     assert data["pipeline"]["throughput"]["rows"] == 1000

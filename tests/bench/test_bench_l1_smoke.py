@@ -6,14 +6,13 @@ benchmark works.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench_runs import run_bench
+
 BENCH = "bench.bench_l1"  # run as a module from the checkout (cwd=ROOT)
 
 HIT_ROWS = [
@@ -33,28 +32,8 @@ pytestmark = pytest.mark.redis
 def test_quick_l1_benchmark_reports_every_row(tmp_path: Path, redis_url: str) -> None:
     out = tmp_path / "l1.json"
     markdown = tmp_path / "l1.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            BENCH,
-            "--quick",
-            "--redis-url",
-            redis_url,
-            "--json",
-            str(out),
-            "--markdown",
-            str(markdown),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"bench exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-4000:]}"
-        f"\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    run_bench(
+        BENCH, "--quick", "--redis-url", redis_url, "--json", str(out), "--markdown", str(markdown)
     )
     data = json.loads(out.read_text())
     assert data["problems"] == []

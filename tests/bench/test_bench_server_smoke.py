@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench_runs import ROOT, run_bench
 
 pytestmark = pytest.mark.redis
 
@@ -20,26 +20,11 @@ pytestmark = pytest.mark.redis
 def test_quick_server_benchmark_reports_both_sides(tmp_path: Path, redis_url: str) -> None:
     out = tmp_path / "server.json"
     markdown = tmp_path / "server.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_server",
-            "--quick",
-            "--redis-url",
-            redis_url,
-            "--json",
-            str(out),
-            "--markdown",
-            str(markdown),
-        ],
-        cwd=ROOT,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_bench(
+        "bench.bench_server",
+        *("--quick", "--redis-url", redis_url),
+        *("--json", str(out), "--markdown", str(markdown)),
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     results = data["results"]
     assert set(results) == {"depcache", "redis-py:cache-aside"}

@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench_runs import run_bench
+
 BENCH = "bench.bench_core"  # run as a module from the checkout (cwd=ROOT)
 
 OPERATIONS = [
@@ -58,28 +57,8 @@ def test_quick_benchmark_reports_every_operation_for_every_library(
 ) -> None:
     out = tmp_path / "bench.json"
     markdown = tmp_path / "core.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            BENCH,
-            "--quick",
-            "--redis-url",
-            redis_url,
-            "--json",
-            str(out),
-            "--markdown",
-            str(markdown),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"bench exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-4000:]}"
-        f"\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    run_bench(
+        BENCH, "--quick", "--redis-url", redis_url, "--json", str(out), "--markdown", str(markdown)
     )
     data = json.loads(out.read_text())
     assert data["problems"] == []

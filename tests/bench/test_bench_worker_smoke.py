@@ -8,8 +8,6 @@ It asserts no timings: only that the benchmark works and checks what it claims.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import pytest
 import redis
 from kombu import Connection
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench_runs import run_bench
+
 BENCH = "bench.bench_worker"  # run as a module from the checkout (cwd=ROOT)
 
 PATHS = ["kombu consumer", "depcache_celery bus consumer", "one Celery task per event"]
@@ -34,21 +33,11 @@ def test_quick_worker_benchmark_invalidates_every_event(
 ) -> None:
     out = tmp_path / "worker.json"
     markdown = tmp_path / "worker.md"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", BENCH, "--quick"),
-            *("--broker", rabbitmq_url, "--redis-url", redis_url),
-            *("--json", str(out), "--markdown", str(markdown)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"bench exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-4000:]}"
-        f"\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    proc = run_bench(
+        BENCH,
+        "--quick",
+        *("--broker", rabbitmq_url, "--redis-url", redis_url),
+        *("--json", str(out), "--markdown", str(markdown)),
     )
     data = json.loads(out.read_text())
     assert data["problems"] == []
@@ -125,21 +114,11 @@ def test_quick_scale_and_deployments_lose_nothing(
 ) -> None:
     out = tmp_path / "scale.json"
     markdown = tmp_path / "scale.md"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", BENCH, "--quick", "--scale", "--deployments", "3"),
-            *("--broker", rabbitmq_url, "--redis-url", redis_url),
-            *("--json", str(out), "--markdown", str(markdown)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"bench exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-4000:]}"
-        f"\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    run_bench(
+        BENCH,
+        *("--quick", "--scale", "--deployments", "3"),
+        *("--broker", rabbitmq_url, "--redis-url", redis_url),
+        *("--json", str(out), "--markdown", str(markdown)),
     )
     data = json.loads(out.read_text())
     assert data["problems"] == []
