@@ -93,6 +93,17 @@ def test_json_documents_read_alike(value: Any, ascii_only: bool) -> None:
         b" {} ",
         b"{} x",
         b"",
+        b'"a\tb"',  # raw control characters inside a string
+        b'{"a": "x\ny"}',
+        b'"\x00"',
+        b'"\x7f"',
+        b"[1,]",
+        b"01",
+        b"1.",
+        b"+1",
+        b'"\xed\xa0\x80"',  # a surrogate encoded in UTF-8 bytes
+        b"\xc0\xaf",  # an overlong encoding
+        b"\xc2\xa0{}",  # a no-break space is not JSON whitespace
     ],
 )
 def test_edge_cases_read_alike(data: bytes) -> None:
