@@ -337,18 +337,31 @@ def test_a_batch_follows_a_moved_slot_but_waits_for_a_hung_node_once(
                 source.close()
                 target.close()
 
+        def empty_slot_key(port: int, taken: set[int]) -> str:
+            """A key of an empty slot served by ``port`` (other tests leave keys in the
+            session's cluster), not one of ``taken`` (slots moved already)."""
+            node = redis.Redis(port=port)
+            try:
+                for key in (f"m{uuid.uuid4().hex}" for _ in range(5000)):
+                    slot = key_slot(key.encode())
+                    if slots.port_of(key) != port or slot in taken:
+                        continue
+                    if node.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0:
+                        taken.add(slot)
+                        return key
+            finally:
+                node.close()
+            raise AssertionError(f"no empty slot found on {port}")
+
         a, b, c = (node.port for node in cluster)
-        moved = next(
-            k for k in (f"m{uuid.uuid4().hex}" for _ in range(1000)) if slots.port_of(k) == a
-        )
+        taken: set[int] = set()
+        moved = empty_slot_key(a, taken)
         move(moved, by_port[b])
         assert run_batch([("SET", moved, "1"), ("GET", moved)]) == [True, b"1"]
         assert redis.Redis(port=b).get(moved) == b"1"
 
         # another slot moves, and the third master hangs with five commands of the batch
-        moved = next(
-            k for k in (f"m{uuid.uuid4().hex}" for _ in range(1000)) if slots.port_of(k) == a
-        )
+        moved = empty_slot_key(a, taken)
         move(moved, by_port[b])
         on_hung = [k for k in (f"h{n}" for n in range(1000)) if slots.port_of(k) == c][:5]
         for key in on_hung:
