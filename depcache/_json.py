@@ -57,8 +57,13 @@ def _fast_loads(data: bytes | str) -> Any:
     differently from the standard library (see :func:`strict_loads`)."""
     if _orjson is None:
         return _FAILED
-    long_digits = _LONG_DIGITS if isinstance(data, bytes) else _LONG_DIGITS_TEXT
-    if long_digits.search(data) is not None:  # type: ignore[arg-type]
+    if isinstance(data, str):
+        long_digits = _LONG_DIGITS_TEXT.search(data) is not None
+    elif isinstance(data, (bytes, bytearray)):
+        long_digits = _LONG_DIGITS.search(data) is not None
+    else:  # what else the standard library takes or refuses, it decides
+        return _FAILED
+    if long_digits:
         return _FAILED
     try:
         return _orjson.loads(data)

@@ -110,6 +110,16 @@ def test_edge_cases_read_alike(data: bytes) -> None:
     same_verdict(data)
 
 
+@pytest.mark.parametrize("data", [b'{"id": 1}', b"12345678901234567890123", b"NaN"])
+def test_other_bytes_like_input_reads_as_before(data: bytes) -> None:
+    """A bytearray reads as its bytes do; a memoryview, which the standard library refuses
+    (TypeError), is still refused: the fast path takes only what the standard library takes."""
+    same_verdict(bytearray(data))
+    assert verdict(bytearray(data), fast=True) == verdict(data, fast=True)
+    with pytest.raises(TypeError):
+        strict_loads(memoryview(data))  # type: ignore[arg-type]
+
+
 def test_integers_beyond_64_bits_stay_integers() -> None:
     assert strict_loads(b'{"id": 12345678901234567890123}') == {"id": 12345678901234567890123}
     assert isinstance(strict_loads(b"18446744073709551616"), int)
