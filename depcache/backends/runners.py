@@ -11,7 +11,7 @@ answers ``NOSCRIPT`` and the runner sends it again as ``EVAL`` with its source. 
 where a command cannot be retried alone, scripts go by source from the start.
 
 Replies are those of redis-py's ``execute_command`` or raw RESP (the cluster fast path); the
-protocols read them with tolerant helpers (:func:`as_int`, :func:`as_float`).
+protocols read them with tolerant helpers (:func:`as_int`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "Runner",
     "Steps",
     "arun_steps",
-    "as_float",
     "as_int",
     "async_standalone_runner",
     "by_source",
@@ -102,11 +101,6 @@ def resp(*parts: bytes) -> bytes:
 def as_int(reply: Any) -> int:
     """An integer reply, whichever client read it."""
     return int(reply)
-
-
-def as_float(reply: Any) -> float:
-    """A score (``ZSCORE``): bytes from a raw reply, a float from redis-py's callback."""
-    return float(reply)
 
 
 def run_steps(run: Runner, steps: Steps) -> Any:

@@ -372,6 +372,34 @@ def test_an_entry_key_of_another_type_is_a_miss_and_overwritten(
     assert len(keys) == 2
 
 
+
+@pytest.mark.redis
+@pytest.mark.parametrize("epoch", [b" %d", b"%d.0", b"%de0", b"+%d", b"0x%x", b"-%d", b"", b"inf"])
+def test_an_entry_whose_epoch_is_not_digits_is_a_miss_and_overwritten(
+    redis_manager: depcache.CacheManager, redis_client: redis.Redis, prefix: str, epoch: bytes
+) -> None:
+    """The lookup script checks each marker against the entry's epoch as written (``ZCOUNT``
+    from ``-S``): an epoch Lua would read as a number but Redis would refuse as a score, or
+    read otherwise, makes the entry unreadable, never an error."""
+    keys: list[str] = []
+
+    @cache_with_deps(cache_manager=redis_manager)
+    def f() -> int:
+        keys.append(current_cache_key() or "")
+        depcache.add_dependency("row")
+        return len(keys)
+
+    assert f() == 1
+    redis_key = entry_key(prefix, keys[0])
+    raw = redis_client.get(redis_key)
+    assert isinstance(raw, bytes)
+    brace = raw.index(b"{")
+    if b"%" in epoch:  # the entry's own epoch, written otherwise (so not below the floor)
+        epoch = epoch % int(raw[1:brace])
+    redis_client.set(redis_key, raw[:1] + epoch + raw[brace:])
+    assert f() == 2  # a miss, recomputed
+    assert f() == 2  # and overwritten: a hit
+
 # --- bus messages: parsing ------------------------------------------------------------------------
 
 

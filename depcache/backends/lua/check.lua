@@ -8,9 +8,10 @@ local floor = redis.call('GET', KEYS[1])
 if not floor or s < tonumber(floor) then
   return 0
 end
+-- each marker present and not above S: the index's only member scored below 0 (lookup.lua)
+local neg_s = '-' .. ARGV[1]
 for i = 2, #KEYS do
-  local mark = redis.call('ZSCORE', KEYS[i], '')
-  if not mark or -tonumber(mark) > s then
+  if redis.call('ZCOUNT', KEYS[i], neg_s, '(0') ~= 1 then
     return 0
   end
 end

@@ -11,6 +11,6 @@ if mark and -tonumber(mark) > epoch then
 end
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(0', '+inf')
 redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[1], -epoch, '')
+redis.call('ZADD', KEYS[1], string.format('%d', -epoch), '')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return members

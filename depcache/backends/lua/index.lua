@@ -8,26 +8,24 @@
 -- Returns 1 when indexed, 0 when refused, -1 when the marker is missing and may have been
 -- evicted (the caller then reads the epoch and sets the marker: mark.lua).
 -- include: _index.lua
-local s = tonumber(ARGV[3])
-local mark = redis.call('ZSCORE', KEYS[1], '')
-local now, micros = clock_ms()
-local ttl = tonumber(ARGV[2])
-local score = '+inf'
-if ttl > 0 then
-  score = now + ttl
+local ok = marker_at_most(KEYS[1], '-' .. ARGV[3])
+if not ok and has_marker(KEYS[1]) then
+  return 0
 end
-if mark then
-  if -tonumber(mark) > s then
-    return 0
-  end
+if not ok and ARGV[4] == '1' then
+  return -1
+end
+local now, micros = clock_ms()
+local score = '+inf'
+if ARGV[2] ~= '0' then
+  score = int(now + tonumber(ARGV[2]))
+end
+if ok then
   index_entry(KEYS[1], ARGV[1], score, now, micros % 4 == 0, nil)
   return 1
 end
-if ARGV[4] == '1' then
-  return -1
-end
 -- a new dependency (this node cannot evict; a node that lost its data is the watch's business)
-redis.call('ZADD', KEYS[1], score, ARGV[1], -s, '')
+redis.call('ZADD', KEYS[1], score, ARGV[1], '-' .. ARGV[3], '')
 if score ~= '+inf' then
   redis.call('PEXPIREAT', KEYS[1], score)
 end

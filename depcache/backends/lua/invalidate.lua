@@ -11,12 +11,13 @@
 -- include: _epoch.lua
 current_epoch(KEYS[1])
 local epoch = redis.call('INCR', KEYS[1])
+local marker = string.format('%d', -epoch) -- a string: Redis 7.0 formats a Lua number slowly
 local removed = 0
 for i = 2, #KEYS do
   local index = KEYS[i]
   local members = redis.call('ZRANGEBYSCORE', index, '(0', '+inf')
   redis.call('DEL', index)
-  redis.call('ZADD', index, -epoch, '')
+  redis.call('ZADD', index, marker, '')
   redis.call('PEXPIRE', index, ARGV[1])
   for j = 1, #members, 1000 do
     local keys = {}

@@ -28,7 +28,8 @@ local function valid(v)
   end
   local brace = string.find(v, '{', 2, true)
   local nl = brace and string.find(v, '\n', brace, true)
-  local s = brace and tonumber(string.sub(v, 2, brace - 1))
+  local digits = brace and string.match(string.sub(v, 2, brace - 1), '^%d+$')
+  local s = digits and tonumber(digits)
   if not nl or not s then
     return false, 'unreadable'
   end
@@ -50,12 +51,14 @@ local function valid(v)
   if type(deps) ~= 'table' then
     return false, 'unreadable'
   end
+  -- each marker present and not above S: the marker is the index's only member scored below 0
+  -- (counting it returns an integer; its score, a double Redis formats and Lua parses)
+  local neg_s = '-' .. digits
   for _, dep in ipairs(deps) do
     if type(dep) ~= 'string' then
       return false, 'unreadable'
     end
-    local mark = redis.call('ZSCORE', index_head .. dep .. '}:i', '')
-    if not mark or -tonumber(mark) > s then
+    if redis.call('ZCOUNT', index_head .. dep .. '}:i', neg_s, '(0') ~= 1 then
       return false
     end
   end

@@ -11,7 +11,7 @@
 local epoch = tonumber(ARGV[1])
 local mark = redis.call('ZSCORE', KEYS[1], '')
 if not mark or -tonumber(mark) < epoch then
-  redis.call('ZADD', KEYS[1], -epoch, '')
+  redis.call('ZADD', KEYS[1], int(-epoch), '')
 end
 if redis.call('PTTL', KEYS[1]) == -1 and redis.call('ZCARD', KEYS[1]) == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -21,7 +21,7 @@ if ARGV[2] ~= '' then
   local ttl = tonumber(ARGV[3])
   local score = '+inf'
   if ttl > 0 then
-    score = now + ttl
+    score = int(now + ttl)
   end
   index_entry(KEYS[1], ARGV[2], score, now, false, nil)
 end

@@ -17,14 +17,19 @@ local member = ARGV[6]
 local entries = string.sub(KEYS[1], 1, #KEYS[1] - #member)
 local s = tonumber(ARGV[3])
 local value = ARGV[1]
-local missing = {}
+local missing = {} -- i -> true: dependency i has no marker
+local any_missing = false
 
+local neg_s = s and '-' .. ARGV[3]
 for i = 1, n do
-  local mark = redis.call('ZSCORE', KEYS[4 + i], '')
-  if not mark then
-    missing[#missing + 1] = i
-  elseif s and -tonumber(mark) > s then
-    return 0 -- invalidated after the computation started
+  local index = KEYS[4 + i]
+  if not (s and marker_at_most(index, neg_s)) then
+    if not has_marker(index) then
+      missing[i] = true
+      any_missing = true
+    elseif s then
+      return 0 -- invalidated after the computation started
+    end
   end
 end
 local current = nil
@@ -39,7 +44,7 @@ end
 -- out: the marker then restarts at the current epoch, and the entry is stored only if nothing
 -- at all was invalidated since S
 local start = s
-if #missing > 0 and ARGV[4] == '1' then
+if any_missing and ARGV[4] == '1' then
   current = current or current_epoch(KEYS[2])
   start = current
 end
@@ -51,16 +56,18 @@ if not floor then
   floor = current
 end
 if start > s or s < tonumber(floor) then
-  for _, i in ipairs(missing) do
-    redis.call('ZADD', KEYS[4 + i], -start, '')
-    redis.call('PEXPIRE', KEYS[4 + i], ARGV[5])
+  for i = 1, n do
+    if missing[i] then
+      redis.call('ZADD', KEYS[4 + i], int(-start), '')
+      redis.call('PEXPIRE', KEYS[4 + i], ARGV[5])
+    end
   end
   return 0
 end
 
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  redis.call('SET', KEYS[1], value, 'PX', ttl)
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 else
   redis.call('SET', KEYS[1], value)
 end
@@ -70,16 +77,12 @@ end
 local now, micros = clock_ms()
 local score = '+inf'
 if ttl > 0 then
-  score = now + ttl
-end
-local is_missing = {}
-for _, i in ipairs(missing) do
-  is_missing[i] = true
+  score = int(now + ttl)
 end
 for i = 1, n do
   local index = KEYS[4 + i]
-  if is_missing[i] then
-    redis.call('ZADD', index, score, member, -s, '')
+  if missing[i] then
+    redis.call('ZADD', index, score, member, int(-s), '')
     if score ~= '+inf' then
       redis.call('PEXPIREAT', index, score)
     end

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from ...announce import Announcer
 from ..base import HeldEpoch
-from ..runners import Command, Steps, as_float, as_int, script
+from ..runners import Command, Steps, as_int, script
 from .layout import Layout, read_guard, stamp
 from .locks import LockSteps
 
@@ -83,7 +83,10 @@ class ClusterProtocol(Layout, LockSteps):
         floor (given, or read on the epoch's node) and each dependency's marker (on its node),
         in one round trip."""
         checks: list[Command] = [] if floor is not None else [("GET", self.epoch_keys[1])]
-        checks.extend(("ZSCORE", self._deps_key(dep), "") for dep in dependencies)
+        # a marker present and not above the epoch: the index's one member scored in
+        # [-epoch, 0) (lookup.lua); a count is an integer reply, a score a double to format
+        low = -epoch
+        checks.extend(("ZCOUNT", self._deps_key(dep), low, "(0") for dep in dependencies)
         replies = (yield checks) if checks else []
         if floor is None:
             read, *replies = replies
@@ -92,7 +95,7 @@ class ClusterProtocol(Layout, LockSteps):
             floor = as_int(read)
         if epoch < floor:
             return False
-        return all(mark is not None and -as_float(mark) <= epoch for mark in replies)
+        return all(as_int(count) == 1 for count in replies)
 
     def store(
         self,
