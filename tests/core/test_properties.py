@@ -372,7 +372,6 @@ def test_an_entry_key_of_another_type_is_a_miss_and_overwritten(
     assert len(keys) == 2
 
 
-
 @pytest.mark.redis
 @pytest.mark.parametrize("epoch", [b" %d", b"%d.0", b"%de0", b"+%d", b"0x%x", b"-%d", b"", b"inf"])
 def test_an_entry_whose_epoch_is_not_digits_is_a_miss_and_overwritten(
@@ -399,6 +398,7 @@ def test_an_entry_whose_epoch_is_not_digits_is_a_miss_and_overwritten(
     redis_client.set(redis_key, raw[:1] + epoch + raw[brace:])
     assert f() == 2  # a miss, recomputed
     assert f() == 2  # and overwritten: a hit
+
 
 # --- bus messages: parsing ------------------------------------------------------------------------
 
