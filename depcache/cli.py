@@ -24,6 +24,7 @@ returns the exit status and raises :class:`~depcache.errors.ConfigError` for bad
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -228,6 +229,11 @@ def _invalidate_prefix(args: argparse.Namespace) -> int:
 _MEMORY_BATCH = 1000
 
 
+def _is_index(key: bytes, prefix: str) -> bool:
+    """Whether ``key`` (read by SCAN under ``prefix``) is a dependency's index."""
+    return key.startswith(f"{prefix}:d:".encode()) and key.endswith(b":i")
+
+
 def _stats(config: RedisConfig, progress: int = 0) -> dict[str, Any]:
     client = _client(config)
     prefix = config.prefix
@@ -237,12 +243,28 @@ def _stats(config: RedisConfig, progress: int = 0) -> dict[str, Any]:
     batch: list[bytes] = []
 
     def weigh() -> int:
+        """The batch's bytes; counts the markers of the indexes in it (a dependency's marker is
+        its index's one member scored below 0: backends/protocols/layout.py)."""
+        indexes = [key for key in batch if _is_index(key, prefix)]
         pipe = client.pipeline(transaction=False) if not config.cluster else None
         if pipe is None:  # a cluster routes each key to its node
+            for key in indexes:
+                with contextlib.suppress(redis.ResponseError):  # not a sorted set: no marker
+                    counts["invalidation_markers"] += int(client.zcount(key, "-inf", "(0"))
             return sum(int(client.memory_usage(key) or 0) for key in batch)
         for key in batch:
             pipe.memory_usage(key)
-        return sum(int(size or 0) for size in pipe.execute())
+        for key in indexes:
+            pipe.zcount(key, "-inf", "(0")
+        replies = pipe.execute(raise_on_error=False)
+        counts["invalidation_markers"] += sum(
+            n
+            for n in replies[len(batch) :]
+            if isinstance(n, int)  # not a sorted set: none
+        )
+        return sum(
+            int(size or 0) for size in replies[: len(batch)] if not isinstance(size, Exception)
+        )
 
     with backend_errors(config):
         for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
@@ -250,10 +272,8 @@ def _stats(config: RedisConfig, progress: int = 0) -> dict[str, Any]:
             rest = key[len(prefix) + 1 :]
             if rest.startswith("k:"):
                 counts["entries"] += 1
-            elif rest.startswith("d:") and rest.endswith(":i"):
+            elif _is_index(raw, prefix):
                 counts["dependency_indexes"] += 1
-            elif rest.startswith("d:") and rest.endswith(":v"):
-                counts["invalidation_markers"] += 1
             else:
                 counts["other"] += 1
             batch.append(raw)

@@ -61,6 +61,7 @@ def test_stats_invalidate_and_watch(
     numbers = json.loads(stats.stdout)
     assert numbers["entries"] == 5
     assert numbers["dependency_indexes"] == 6
+    assert numbers["invalidation_markers"] == 6  # one per index, in it (member '')
     assert numbers["memory_bytes"] > 0
 
     watcher = subprocess.Popen(
