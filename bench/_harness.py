@@ -225,8 +225,10 @@ def publish(
     *,
     script: str,
     default_markdown: Path,
+    flags: str = "",
 ) -> None:
-    """Print the report; write ``data`` to ``--json`` and the report to ``--markdown``."""
+    """Print the report; write ``data`` to ``--json`` and the report to ``--markdown`` (whose
+    heading shows the command, with ``flags``: the options that changed what was measured)."""
     print()
     print(doc.text())
     mode = "quick" if getattr(args, "quick", False) else "full"
@@ -235,7 +237,7 @@ def publish(
     if args.markdown is not None:
         path = Path(args.markdown) if args.markdown else default_markdown
         module = "bench." + script.removesuffix(".py")
-        command = f"python -m {module}" + (" --quick" if mode == "quick" else "")
+        command = f"python -m {module}" + (" --quick" if mode == "quick" else "") + flags
         title = f"{script} ({mode} run, {data.get('meta', {}).get('started', '')})"
         doc.write_markdown(path, title, command)
         print(f"markdown written to {path}")
