@@ -19,9 +19,10 @@ local function marker_at_most(index, neg_s)
   return redis.call('ZCOUNT', index, neg_s, '(0') == 1
 end
 
--- whether a dependency's marker is present at all
+-- whether a dependency's marker is present at all (anything scored below 0 counts: a store
+-- then refuses rather than write a marker over one it cannot read)
 local function has_marker(index)
-  return redis.call('ZCOUNT', index, '-inf', '(0') == 1
+  return redis.call('ZCOUNT', index, '-inf', '(0') ~= 0
 end
 
 -- index: the key, entry: the member, score: its expiry in ms or '+inf' (a string), now: ms,
