@@ -80,7 +80,7 @@ class _ConnectionStack(LifoQueue[Any]):
 
 class QuickCheckout:
     """Take a connection from, and return it to, a pool made by :func:`create_sync_client`, without
-    redis- py's per-checkout bookkeeping.
+    redis-py's per-checkout bookkeeping.
 
     redis-py 8's ``get_connection`` and ``release`` cost about 9 us together, this 1.6 (measured; a
     Redis hit costs about 100): a process-id check, observability counters, a ``poll`` of the socket
