@@ -28,6 +28,7 @@ from .loops import PerLoop
 from .protocols import ClusterProtocol, StandaloneProtocol
 from .redis_client import (
     REDIS_ERRORS,
+    QuickCheckout,
     backend_error,
     backend_errors,
     create_async_client,
@@ -315,6 +316,8 @@ class RedisCacheBackend(RedisBackend):
         super().__init__(cfg, protocol, standalone_runner(self.redis))
         self._lookup_reply = protocol.lookup_reply
         self._packed = protocol.lookup_packed()
+        pool = self.redis.connection_pool
+        self._checkout = QuickCheckout(pool) if QuickCheckout.supports(pool) else None
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """See RedisBackend.lookup: one round trip, written to a pooled connection directly
@@ -325,25 +328,37 @@ class RedisCacheBackend(RedisBackend):
             return self._lookup_slow(key)
         head, entry_prefix, tail = self._packed
         entry = entry_prefix + key.encode("utf-8", "surrogatepass")
-        try:
-            connection: Any = pool.get_connection()
-        except REDIS_ERRORS as exc:
-            raise backend_error(self.config, exc) from exc
+        checkout = self._checkout  # see the standalone runner: QuickCheckout
+        connection: Any = checkout.take() if checkout is not None else None
+        quick = connection is not None
+        if connection is None:
+            try:
+                connection = pool.get_connection()
+            except REDIS_ERRORS as exc:
+                raise backend_error(self.config, exc) from exc
         slow = False
+        clean = False  # the reply was read: nothing is left on the connection
         try:
             connection.send_packed_command((head + b"$%d\r\n%s\r\n" % (len(entry), entry) + tail,))
             reply = connection.read_response()
+            clean = True
         except redis.exceptions.NoScriptError:
-            slow = True  # the server lacks the script: the slow path loads it
+            clean = slow = True  # the server lacks the script: the slow path loads it
         except redis.exceptions.ResponseError as exc:
+            clean = True
             raise backend_error(self.config, exc) from exc
         except REDIS_ERRORS as exc:
-            connection.disconnect()
             if isinstance(exc, redis.exceptions.TimeoutError):
                 raise backend_error(self.config, exc) from exc
             slow = True  # a broken connection: redis-py reconnects
         finally:
-            pool.release(connection)  # before the slow path: the pool may hold one only
+            # before the slow path: the pool may hold one connection only
+            if clean and checkout is not None:
+                checkout.give(connection, quick=quick)
+            else:
+                if not clean:  # broken, timed out or cut short: a reply may be left unread
+                    connection.disconnect()
+                pool.release(connection)
         if slow:
             return self._lookup_slow(key)
         return self._lookup_reply(key, reply)

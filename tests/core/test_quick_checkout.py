@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+import depcache
 from depcache import RedisConfig
 from depcache.backends.redis_client import QuickCheckout, create_sync_client
 from depcache.backends.runners import standalone_runner
@@ -24,9 +25,10 @@ pytestmark = pytest.mark.redis
 
 
 class _Counting:
-    """Counts the pool's own checkouts."""
+    """Counts the pool's own checkouts (of a pool, or of a client's pool)."""
 
     def __init__(self, pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        pool = getattr(pool, "connection_pool", pool)
         self.count = 0
         original = pool.get_connection
 
@@ -152,3 +154,54 @@ def test_a_forked_child_does_not_take_its_parents_connections(
     assert replies == [b"parent", b"child"]
     assert not shared  # the child made its own connection
     assert run([("GET", key)]) == [b"parent"]  # and the parent's still works
+
+
+def test_a_managers_lookups_and_stores_take_the_quick_path(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hit path (its own pre-packed lookup) and the runner share the quick path: after the
+    first checkout, misses and hits do not go through the pool."""
+    manager = depcache.get_or_create_cache_manager(
+        prefix, config=RedisConfig(url=redis_url, prefix=prefix)
+    )
+
+    @depcache.cache_with_deps(cache_manager=manager, ttl=60)
+    def f(i: int) -> int:
+        depcache.add_dependency(f"row:{i}")
+        return i * 2
+
+    counting = _Counting(manager.backend.redis, monkeypatch)  # type: ignore[attr-defined]
+    assert [f(i) for i in range(20)] == [i * 2 for i in range(20)]  # misses: lookup + store
+    assert [f(i) for i in range(20)] == [i * 2 for i in range(20)]  # hits
+    assert counting.count <= 1
+
+
+def test_an_interrupted_lookup_drops_its_connection(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = depcache.get_or_create_cache_manager(
+        prefix, config=RedisConfig(url=redis_url, prefix=prefix)
+    )
+    manager.set("k", "v", dependencies=["d"])
+    assert manager.get("k") == "v"
+    pool = manager.backend.redis.connection_pool  # type: ignore[attr-defined]
+    connection = pool.pool.queue[-1]
+    assert connection.depcache_quick
+    read = connection.read_response
+    calls = 0
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt  # the lookup was sent, its reply not read
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "read_response", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        manager.get("k")
+    assert connection._sock is None
+    monkeypatch.undo()
+    manager.set("k2", "w", dependencies=["d"])
+    assert manager.get("k") == "v"
+    assert manager.get("k2") == "w"
