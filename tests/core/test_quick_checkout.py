@@ -39,6 +39,22 @@ class _Counting:
         monkeypatch.setattr(pool, "get_connection", counted)
 
 
+def _interrupt_first_read(connection: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection's next reply is never read: the read raises KeyboardInterrupt (after the
+    command was sent), as an interrupt in the middle of an exchange does."""
+    read = connection.read_response
+    calls = 0
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "read_response", interrupted)
+
+
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     c = create_sync_client(RedisConfig(url=redis_url, max_connections=4))
@@ -97,17 +113,7 @@ def test_an_exchange_cut_short_drops_its_connection(
     run = standalone_runner(client)
     assert run([("SET", key, "v")]) == [b"OK"]
     connection = client.connection_pool.pool.queue[-1]
-    read = connection.read_response
-    calls = 0
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KeyboardInterrupt  # after the command was sent, before its reply was read
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(connection, "read_response", interrupted)
+    _interrupt_first_read(connection, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run([("SET", key, "w"), ("GET", key)])
     assert connection._sock is None  # disconnected: its replies are lost with it
@@ -187,17 +193,7 @@ def test_an_interrupted_lookup_drops_its_connection(
     pool = manager.backend.redis.connection_pool  # type: ignore[attr-defined]
     connection = pool.pool.queue[-1]
     assert connection.depcache_quick
-    read = connection.read_response
-    calls = 0
-
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KeyboardInterrupt  # the lookup was sent, its reply not read
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(connection, "read_response", interrupted)
+    _interrupt_first_read(connection, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         manager.get("k")
     assert connection._sock is None
