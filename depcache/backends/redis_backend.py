@@ -316,26 +316,21 @@ class RedisCacheBackend(RedisBackend):
         super().__init__(cfg, protocol, standalone_runner(self.redis))
         self._lookup_reply = protocol.lookup_reply
         self._packed = protocol.lookup_packed()
-        pool = self.redis.connection_pool
-        self._checkout = QuickCheckout(pool) if QuickCheckout.supports(pool) else None
+        self._checkout = QuickCheckout(self.redis.connection_pool)
 
     def lookup(self, key: str) -> tuple[Blob | None, int | None]:
         """See RedisBackend.lookup: one round trip, written to a pooled connection directly
         (redis-py's command path costs a hit more than the script does: measured)."""
         client = self.redis
-        pool = client.connection_pool
         if client.connection is not None:  # a single-connection client: its own path
             return self._lookup_slow(key)
         head, entry_prefix, tail = self._packed
         entry = entry_prefix + key.encode("utf-8", "surrogatepass")
         checkout = self._checkout  # see the standalone runner: QuickCheckout
-        connection: Any = checkout.take() if checkout is not None else None
-        quick = connection is not None
-        if connection is None:
-            try:
-                connection = pool.get_connection()
-            except REDIS_ERRORS as exc:
-                raise backend_error(self.config, exc) from exc
+        try:
+            connection, quick = checkout.acquire()
+        except REDIS_ERRORS as exc:
+            raise backend_error(self.config, exc) from exc
         slow = False
         clean = False  # the reply was read: nothing is left on the connection
         try:
@@ -353,12 +348,7 @@ class RedisCacheBackend(RedisBackend):
             slow = True  # a broken connection: redis-py reconnects
         finally:
             # before the slow path: the pool may hold one connection only
-            if clean and checkout is not None:
-                checkout.give(connection, quick=quick)
-            else:
-                if not clean:  # broken, timed out or cut short: a reply may be left unread
-                    connection.disconnect()
-                pool.release(connection)
+            checkout.finish(connection, quick=quick, clean=clean)
         if slow:
             return self._lookup_slow(key)
         return self._lookup_reply(key, reply)

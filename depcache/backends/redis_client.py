@@ -101,10 +101,30 @@ class QuickCheckout:
     redis-py's observability counts of connections in use.
     """
 
-    __slots__ = ("pool",)
+    __slots__ = ("enabled", "pool")
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+        self.enabled = self.supports(pool)
+
+    def acquire(self) -> tuple[Any, bool]:
+        """A connection and whether it was taken quick (else from ``get_connection``, whose
+        errors it raises)."""
+        connection = self.take() if self.enabled else None
+        if connection is not None:
+            return connection, True
+        return self.pool.get_connection(), False
+
+    def finish(self, connection: Any, *, quick: bool, clean: bool) -> None:
+        """Return a connection :meth:`acquire` gave: ``clean``, every reply read (the next quick
+        take may have it); else the exchange broke or was cut short, and a reply may be left
+        unread, so it is disconnected first."""
+        if clean and self.enabled:
+            self.give(connection, quick=quick)
+            return
+        if not clean:
+            connection.disconnect()
+        self.pool.release(connection)
 
     @staticmethod
     def supports(pool: Any) -> bool:

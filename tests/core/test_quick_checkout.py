@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cache import CacheConfig
+from redis.maint_notifications import MaintNotificationsConfig
 
 import depcache
 from depcache import RedisConfig
@@ -63,10 +65,10 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def key() -> Iterator[str]:
+def key(redis_url: str) -> Iterator[str]:
     name = f"quick-{uuid.uuid4().hex}"
     yield name
-    with redis.Redis() as admin:
+    with redis.Redis.from_url(redis_url) as admin:
         admin.delete(name, f"{name}:other")
 
 
@@ -74,6 +76,21 @@ def test_only_depcache_pools_take_the_quick_path(client: redis.Redis, redis_url:
     assert QuickCheckout.supports(client.connection_pool)
     with redis.Redis.from_url(redis_url) as plain:  # redis-py's own pool: redis-py decides
         assert not QuickCheckout.supports(plain.connection_pool)
+        checkout = QuickCheckout(plain.connection_pool)
+        connection, quick = checkout.acquire()  # through get_connection, checks and all
+        assert not quick
+        checkout.finish(connection, quick=quick, clean=True)
+    # a pool whose idle connections may hold what the quick path does not read first: redis-py
+    stack = type(client.connection_pool.pool)
+    explicit = redis.BlockingConnectionPool(
+        queue_class=stack,
+        protocol=3,
+        maint_notifications_config=MaintNotificationsConfig(enabled=True),
+    )
+    cached = redis.BlockingConnectionPool(queue_class=stack, protocol=3, cache_config=CacheConfig())
+    assert not QuickCheckout.supports(explicit)
+    assert not QuickCheckout.supports(cached)
+    assert QuickCheckout.supports(redis.BlockingConnectionPool(queue_class=stack))  # "auto"
 
 
 def test_the_runner_reuses_its_connection_without_the_pool(
@@ -123,7 +140,7 @@ def test_an_exchange_cut_short_drops_its_connection(
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced(
-    client: redis.Redis, key: str
+    client: redis.Redis, key: str, redis_url: str
 ) -> None:
     """What a restarted or timed-out server leaves: the runner's idle connection is closed by
     the server; the next batch fails on it before running, and goes again through redis-py."""
@@ -131,7 +148,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
     assert run([("SET", key, "0")]) == [b"OK"]
     connection = client.connection_pool.pool.queue[-1]
     assert connection.depcache_quick
-    with redis.Redis() as admin:
+    with redis.Redis.from_url(redis_url) as admin:
         (client_id,) = run([("CLIENT", "ID")])
         assert admin.client_kill_filter(_id=client_id) == 1
     assert run([("INCR", key), ("GET", key)]) == [1, b"1"]  # ran once: not sent twice
